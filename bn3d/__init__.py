@@ -1,0 +1,28 @@
+"""bn3d: a fast, exact CPU reference implementation of batch normalisation.
+
+- :mod:`bn3d.functional`: batch normalisation on numpy arrays of shape
+  ``(N, C, *)``, with ``torch.nn.functional.batch_norm`` semantics.
+- :mod:`bn3d.torch_nn`: ``BatchNorm3d`` as PyTorch has it.
+- :mod:`bn3d.mindspore_nn`: ``BatchNorm3d`` as MindSpore has it.
+"""
+
+from ._threads import get_num_threads, openmp_enabled, set_num_threads
+from .functional import (
+    batch_norm,
+    batch_norm_backward,
+    batch_norm_stats,
+    native_batch_norm,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "batch_norm",
+    "batch_norm_backward",
+    "batch_norm_stats",
+    "get_num_threads",
+    "native_batch_norm",
+    "openmp_enabled",
+    "set_num_threads",
+]

@@ -1,0 +1,717 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False, nonecheck=False
+"""Numerical kernels of bn3d: batch statistics, normalisation and gradients.
+
+This module is the only place in bn3d that does arithmetic on data. Its callers
+(:mod:`bn3d.functional`) validate arguments; the kernels trust them.
+
+Data layout
+-----------
+Every array is seen as ``(N, C, L)``: batch, channel and the flattened spatial
+extent, with unit stride along ``L`` and any strides along ``N`` and ``C``.
+The elements of one channel are cut into *blocks* of at most ``BLOCK`` (2048)
+consecutive elements of one row ``(n, c, :)``; the blocks of a channel are
+grouped, in order, into at most ``MAX_SUPERBLOCKS`` (64) *superblocks*.
+
+Numerics
+--------
+Statistics accumulate in double precision. Each block is reduced with the
+corrected two-pass algorithm while it sits in L1 cache (its mean first, then
+the centred sums ``sum(d**2) - sum(d)**2 / m`` with ``d = x - mean_block``), and
+blocks are combined with the pairwise update of Chan, Golub and LeVeque: first
+block by block within a superblock, then superblock by superblock, always in
+index order. No sum ever subtracts two large uncentred quantities, so the
+variance stays accurate when ``|mean|`` is far larger than the standard
+deviation, and a constant channel has a mean equal to its value and a variance
+of exactly zero.
+
+The normalised output is ``y = ((x - mean_hi) - mean_lo) * scale + shift`` in
+the data's precision, where ``mean_hi + mean_lo`` is the double mean split into
+two values of the data type: the centring is nearly exact even for float32
+data with a large mean, and a constant channel maps to exactly ``shift``.
+Gradients are computed in double and rounded once.
+
+Determinism
+-----------
+The blocks, the superblocks and the order in which they are combined depend on
+the shape alone, never on the number of threads or on which thread does what,
+so every result is bitwise identical whatever the team size. The code is built
+without ``-ffast-math`` and with ``-ffp-contract=off``: NaN and inf propagate
+(a NaN anywhere in a channel's batch makes that channel's statistics NaN) and
+no fused multiply-add changes the rounding from one build to another.
+"""
+
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport NAN, sqrt
+from libc.stdlib cimport free, malloc
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    #define BN3D_OPENMP 1
+    static int bn3d_max_threads(void) { return omp_get_max_threads(); }
+    #else
+    #define BN3D_OPENMP 0
+    static int bn3d_max_threads(void) { return 1; }
+    #endif
+    #ifndef BN3D_BUILD_FLAGS
+    #define BN3D_BUILD_FLAGS ""
+    #endif
+    #ifdef __VERSION__
+    #define BN3D_COMPILER __VERSION__
+    #else
+    #define BN3D_COMPILER "unknown"
+    #endif
+    """
+    const int BN3D_OPENMP
+    const char *BN3D_BUILD_FLAGS
+    const char *BN3D_COMPILER
+    int bn3d_max_threads() noexcept nogil
+
+cdef enum:
+    BLOCK = 2048
+    MAX_SUPERBLOCKS = 64
+    # A pass runs channel by channel, each channel on one thread, when there
+    # are at least this many channels per thread (or they divide evenly).
+    CHANNELS_PER_THREAD = 8
+
+cdef enum Pass:
+    FORWARD = 0     # reduce: moments of x; apply: y = (x - mean) * scale + shift
+    BACKWARD = 1    # reduce: sums of g and g * (x - mean); apply: grad_input
+
+cdef struct Geometry:
+    Py_ssize_t batch            # N
+    Py_ssize_t channels         # C
+    Py_ssize_t length           # L, elements per (n, c) row
+    Py_ssize_t blocks_per_row
+    Py_ssize_t blocks           # blocks per channel
+    Py_ssize_t superblocks      # superblocks per channel
+
+
+cdef struct Partial:
+    # FORWARD: (count, mean, m2); BACKWARD: (count, sum of g, sum of g * (x - mean)).
+    double count
+    double first
+    double second
+
+
+cdef struct ChannelParameters:
+    # Inputs, per channel.
+    const double *weight
+    const double *bias
+    const double *mean          # BACKWARD: the mean that normalised
+    const double *invstd        # BACKWARD: the 1 / std that normalised
+    double eps
+    # Outputs, per channel.
+    double *out_mean            # FORWARD
+    double *out_invstd          # FORWARD
+    double *out_var_unbiased    # FORWARD
+    double *out_grad_weight     # BACKWARD
+    double *out_grad_bias       # BACKWARD
+
+
+cdef struct ChannelConstants:
+    double mean
+    double scale
+    double shift
+    double grad_mean            # BACKWARD: mean of g
+    double grad_coefficient     # BACKWARD: invstd**2 * mean of g * (x - mean)
+
+
+# --------------------------------------------------------------------------
+# Threads and build information
+
+
+def openmp_enabled():
+    """Return whether the kernels were compiled with OpenMP."""
+    return bool(BN3D_OPENMP)
+
+
+def openmp_max_threads():
+    """Return ``omp_get_max_threads()`` (1 without OpenMP)."""
+    return bn3d_max_threads()
+
+
+def build_flags():
+    """Return the compiler flags the kernels were built with."""
+    return BN3D_BUILD_FLAGS.decode()
+
+
+def compiler_version():
+    """Return the version string of the compiler that built the kernels."""
+    return BN3D_COMPILER.decode()
+
+
+# --------------------------------------------------------------------------
+# Geometry
+
+
+cdef Geometry make_geometry(Py_ssize_t batch, Py_ssize_t channels, Py_ssize_t length) noexcept nogil:
+    cdef Geometry geometry
+    geometry.batch = batch
+    geometry.channels = channels
+    geometry.length = length
+    geometry.blocks_per_row = (length + BLOCK - 1) // BLOCK
+    geometry.blocks = batch * geometry.blocks_per_row
+    geometry.superblocks = min(geometry.blocks, <Py_ssize_t>MAX_SUPERBLOCKS)
+    return geometry
+
+
+cdef inline Py_ssize_t block_start(const Geometry *geometry, Py_ssize_t block,
+                                   Py_ssize_t batch_stride, Py_ssize_t *size) noexcept nogil:
+    """Offset of ``block`` from its channel's first element; its size in ``size``."""
+    cdef Py_ssize_t row = block // geometry.blocks_per_row
+    cdef Py_ssize_t start = (block % geometry.blocks_per_row) * BLOCK
+    size[0] = min(<Py_ssize_t>BLOCK, geometry.length - start)
+    return row * batch_stride + start
+
+
+# --------------------------------------------------------------------------
+# Block reductions
+
+
+cdef inline Partial zero_partial() noexcept nogil:
+    cdef Partial zero
+    zero.count = 0
+    zero.first = 0
+    zero.second = 0
+    return zero
+
+
+cdef inline Partial merge_moments(Partial a, Partial b) noexcept nogil:
+    """Chan et al.'s pairwise update of (count, mean, m2)."""
+    cdef Partial merged
+    cdef double delta
+    if a.count == 0:
+        return b
+    if b.count == 0:
+        return a
+    merged.count = a.count + b.count
+    delta = b.first - a.first
+    merged.first = a.first + delta * (b.count / merged.count)
+    merged.second = a.second + b.second + delta * delta * (a.count * b.count / merged.count)
+    return merged
+
+
+cdef inline Partial merge_sums(Partial a, Partial b) noexcept nogil:
+    cdef Partial merged
+    merged.count = a.count + b.count
+    merged.first = a.first + b.first
+    merged.second = a.second + b.second
+    return merged
+
+
+cdef Partial block_moments(const floating *x, Py_ssize_t size) noexcept nogil:
+    """(count, mean, m2) of one block by the corrected two-pass algorithm."""
+    cdef Partial result
+    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0
+    cdef double q0 = 0, q1 = 0, q2 = 0, q3 = 0, q4 = 0, q5 = 0, q6 = 0, q7 = 0
+    cdef double d0, d1, d2, d3, d4, d5, d6, d7, mean, centred_sum, m2
+    cdef Py_ssize_t i
+    cdef Py_ssize_t unrolled = size - size % 8
+    for i in range(0, unrolled, 8):
+        s0 += x[i]
+        s1 += x[i + 1]
+        s2 += x[i + 2]
+        s3 += x[i + 3]
+        s4 += x[i + 4]
+        s5 += x[i + 5]
+        s6 += x[i + 6]
+        s7 += x[i + 7]
+    for i in range(unrolled, size):
+        s0 += x[i]
+    mean = (((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))) / size
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0
+    for i in range(0, unrolled, 8):
+        d0 = x[i] - mean
+        d1 = x[i + 1] - mean
+        d2 = x[i + 2] - mean
+        d3 = x[i + 3] - mean
+        d4 = x[i + 4] - mean
+        d5 = x[i + 5] - mean
+        d6 = x[i + 6] - mean
+        d7 = x[i + 7] - mean
+        s0 += d0
+        s1 += d1
+        s2 += d2
+        s3 += d3
+        s4 += d4
+        s5 += d5
+        s6 += d6
+        s7 += d7
+        q0 += d0 * d0
+        q1 += d1 * d1
+        q2 += d2 * d2
+        q3 += d3 * d3
+        q4 += d4 * d4
+        q5 += d5 * d5
+        q6 += d6 * d6
+        q7 += d7 * d7
+    for i in range(unrolled, size):
+        d0 = x[i] - mean
+        s0 += d0
+        q0 += d0 * d0
+    centred_sum = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    m2 = (((q0 + q1) + (q2 + q3)) + ((q4 + q5) + (q6 + q7))) - centred_sum * centred_sum / size
+    if m2 < 0:      # rounding only; false for NaN, which must propagate
+        m2 = 0
+    result.count = size
+    result.first = mean + centred_sum / size
+    result.second = m2
+    return result
+
+
+cdef Partial block_gradient_sums(const floating *g, const floating *x, Py_ssize_t size,
+                                 double mean) noexcept nogil:
+    """(count, sum(g), sum(g * (x - mean))) of one block."""
+    cdef Partial result
+    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0, p0 = 0, p1 = 0, p2 = 0, p3 = 0
+    cdef Py_ssize_t i
+    cdef Py_ssize_t unrolled = size - size % 4
+    for i in range(0, unrolled, 4):
+        s0 += g[i]
+        s1 += g[i + 1]
+        s2 += g[i + 2]
+        s3 += g[i + 3]
+        p0 += g[i] * (<double>x[i] - mean)
+        p1 += g[i + 1] * (<double>x[i + 1] - mean)
+        p2 += g[i + 2] * (<double>x[i + 2] - mean)
+        p3 += g[i + 3] * (<double>x[i + 3] - mean)
+    for i in range(unrolled, size):
+        s0 += g[i]
+        p0 += g[i] * (<double>x[i] - mean)
+    result.count = size
+    result.first = (s0 + s1) + (s2 + s3)
+    result.second = (p0 + p1) + (p2 + p3)
+    return result
+
+
+cdef Partial reduce_superblock(Pass kind, const Geometry *geometry, Py_ssize_t superblock,
+                               const floating *x, Py_ssize_t x_batch_stride,
+                               const floating *g, Py_ssize_t g_batch_stride,
+                               double mean) noexcept nogil:
+    """Reduce the blocks of one superblock of one channel, in block order."""
+    cdef Py_ssize_t first = superblock * geometry.blocks // geometry.superblocks
+    cdef Py_ssize_t last = (superblock + 1) * geometry.blocks // geometry.superblocks
+    cdef Py_ssize_t block, size, x_offset, g_offset
+    cdef Partial total = zero_partial()
+    for block in range(first, last):
+        x_offset = block_start(geometry, block, x_batch_stride, &size)
+        if kind == FORWARD:
+            total = merge_moments(total, block_moments(x + x_offset, size))
+        else:
+            g_offset = block_start(geometry, block, g_batch_stride, &size)
+            total = merge_sums(total, block_gradient_sums(g + g_offset, x + x_offset, size, mean))
+    return total
+
+
+cdef Partial merge_superblocks(Pass kind, const Partial *partials, Py_ssize_t count) noexcept nogil:
+    cdef Partial total = partials[0]
+    cdef Py_ssize_t i
+    for i in range(1, count):
+        if kind == FORWARD:
+            total = merge_moments(total, partials[i])
+        else:
+            total = merge_sums(total, partials[i])
+    return total
+
+
+# --------------------------------------------------------------------------
+# Per-channel constants
+
+
+cdef ChannelConstants finish_channel(Pass kind, Partial total, const ChannelParameters *p,
+                                     Py_ssize_t c) noexcept nogil:
+    """Store a channel's statistics or parameter gradients; return its constants."""
+    cdef ChannelConstants k
+    cdef double invstd
+    k.grad_mean = 0
+    k.grad_coefficient = 0
+    k.shift = 0
+    if kind == FORWARD:
+        if total.count == 0:
+            total.first = NAN
+            total.second = NAN
+        invstd = 1.0 / sqrt(total.second / total.count + p.eps)
+        p.out_mean[c] = total.first
+        p.out_invstd[c] = invstd
+        p.out_var_unbiased[c] = total.second / (total.count - 1)
+        k.mean = total.first
+        k.scale = p.weight[c] * invstd
+        k.shift = p.bias[c]
+    else:
+        invstd = p.invstd[c]
+        p.out_grad_bias[c] = total.first
+        p.out_grad_weight[c] = total.second * invstd
+        k.mean = p.mean[c]
+        k.scale = p.weight[c] * invstd
+        k.grad_mean = total.first / total.count
+        k.grad_coefficient = invstd * invstd * (total.second / total.count)
+    return k
+
+
+# --------------------------------------------------------------------------
+# Elementwise passes
+
+
+cdef void affine_block(const floating *x, floating *y, Py_ssize_t size, double mean,
+                       double scale, double shift) noexcept nogil:
+    """y = (x - mean) * scale + shift in the data's precision, mean split in two."""
+    cdef floating mean_hi = <floating>mean
+    cdef floating mean_lo = <floating>(mean - <double>mean_hi)
+    cdef floating scale_ = <floating>scale
+    cdef floating shift_ = <floating>shift
+    cdef Py_ssize_t i
+    for i in range(size):
+        y[i] = ((x[i] - mean_hi) - mean_lo) * scale_ + shift_
+
+
+cdef void grad_input_block(const floating *g, const floating *x, floating *out, Py_ssize_t size,
+                           const ChannelConstants *k) noexcept nogil:
+    """grad_input = (g - mean(g) - (x - mean) * invstd**2 * mean(g * (x - mean))) * w * invstd."""
+    cdef double mean = k.mean, scale = k.scale
+    cdef double grad_mean = k.grad_mean, coefficient = k.grad_coefficient
+    cdef Py_ssize_t i
+    for i in range(size):
+        out[i] = <floating>(((g[i] - grad_mean) - (x[i] - mean) * coefficient) * scale)
+
+
+cdef void apply_block(Pass kind, const Geometry *geometry, Py_ssize_t block,
+                      const floating *x, Py_ssize_t x_batch_stride,
+                      const floating *g, Py_ssize_t g_batch_stride,
+                      floating *out, Py_ssize_t out_batch_stride,
+                      const ChannelConstants *k) noexcept nogil:
+    cdef Py_ssize_t size, x_offset, g_offset, out_offset
+    x_offset = block_start(geometry, block, x_batch_stride, &size)
+    out_offset = block_start(geometry, block, out_batch_stride, &size)
+    if kind == FORWARD:
+        affine_block(x + x_offset, out + out_offset, size, k.mean, k.scale, k.shift)
+    else:
+        g_offset = block_start(geometry, block, g_batch_stride, &size)
+        grad_input_block(g + g_offset, x + x_offset, out + out_offset, size, k)
+
+
+# --------------------------------------------------------------------------
+# Drivers
+
+
+cdef void run_channel(Pass kind, const Geometry *geometry, Py_ssize_t c,
+                      const floating *x, Py_ssize_t xn, Py_ssize_t xc,
+                      const floating *g, Py_ssize_t gn, Py_ssize_t gc,
+                      floating *out, Py_ssize_t on, Py_ssize_t oc,
+                      const ChannelParameters *p, Partial *partials) noexcept nogil:
+    """Reduce then apply one channel on the calling thread."""
+    cdef Py_ssize_t s, block
+    cdef double mean = 0.0 if kind == FORWARD else p.mean[c]
+    cdef ChannelConstants k
+    for s in range(geometry.superblocks):
+        partials[s] = reduce_superblock(kind, geometry, s, x + c * xc, xn, g + c * gc, gn, mean)
+    k = finish_channel(kind, merge_superblocks(kind, partials, geometry.superblocks), p, c)
+    for block in range(geometry.blocks):
+        apply_block(kind, geometry, block, x + c * xc, xn, g + c * gc, gn, out + c * oc, on, &k)
+
+
+cdef void finish_empty(Pass kind, Py_ssize_t channels, const ChannelParameters *p) noexcept nogil:
+    """Statistics (NaN) or parameter gradients (zero) of channels without elements."""
+    cdef Py_ssize_t c
+    for c in range(channels):
+        finish_channel(kind, zero_partial(), p, c)
+
+
+cdef int reduce_and_apply(Pass kind, const Geometry *geometry,
+                          const floating *x, Py_ssize_t xn, Py_ssize_t xc,
+                          const floating *g, Py_ssize_t gn, Py_ssize_t gc,
+                          floating *out, Py_ssize_t on, Py_ssize_t oc,
+                          const ChannelParameters *p, int threads) noexcept nogil:
+    """Per channel: reduce to statistics, then apply them elementwise.
+
+    With many channels, each thread takes whole channels, so the apply pass
+    re-reads a channel that the reduce pass has just brought into cache. With
+    few channels, the team shares each channel: superblocks in the reduce pass,
+    blocks in the apply pass. Both orders compute every superblock and combine
+    them in the same way, so they give identical bits. Returns -1 when out of
+    memory.
+    """
+    cdef Py_ssize_t channels = geometry.channels
+    cdef Py_ssize_t superblocks = geometry.superblocks
+    cdef Py_ssize_t c, s, block
+    cdef double mean
+    cdef ChannelConstants k
+    cdef Partial *partials
+    cdef bint by_channel = (threads == 1 or channels % threads == 0
+                            or channels >= CHANNELS_PER_THREAD * threads)
+    if by_channel:
+        partials = <Partial *>malloc(channels * superblocks * sizeof(Partial))
+        if partials == NULL:
+            return -1
+        for c in prange(channels, schedule="static", num_threads=threads):
+            run_channel(kind, geometry, c, x, xn, xc, g, gn, gc, out, on, oc, p,
+                        partials + c * superblocks)
+        free(partials)
+        return 0
+    partials = <Partial *>malloc(superblocks * sizeof(Partial))
+    if partials == NULL:
+        return -1
+    for c in range(channels):
+        mean = 0.0 if kind == FORWARD else p.mean[c]
+        for s in prange(superblocks, schedule="static", num_threads=threads):
+            partials[s] = reduce_superblock(kind, geometry, s, x + c * xc, xn, g + c * gc, gn, mean)
+        k = finish_channel(kind, merge_superblocks(kind, partials, superblocks), p, c)
+        for block in prange(geometry.blocks, schedule="static", num_threads=threads):
+            apply_block(kind, geometry, block, x + c * xc, xn, g + c * gc, gn,
+                        out + c * oc, on, &k)
+    free(partials)
+    return 0
+
+
+cdef int reduce_only(Pass kind, const Geometry *geometry,
+                     const floating *x, Py_ssize_t xn, Py_ssize_t xc,
+                     const floating *g, Py_ssize_t gn, Py_ssize_t gc,
+                     const ChannelParameters *p, int threads) noexcept nogil:
+    """The reduction of every channel, all superblocks shared by the team.
+
+    Computes the same superblocks, combined in the same order, as
+    ``reduce_and_apply``. Returns -1 when out of memory.
+    """
+    cdef Py_ssize_t channels = geometry.channels, superblocks = geometry.superblocks
+    cdef Py_ssize_t item, c, s
+    cdef Partial *partials = <Partial *>malloc(channels * superblocks * sizeof(Partial))
+    if partials == NULL:
+        return -1
+    for item in prange(channels * superblocks, schedule="static", num_threads=threads):
+        c = item // superblocks
+        s = item % superblocks
+        partials[item] = reduce_superblock(kind, geometry, s, x + c * xc, xn, g + c * gc, gn,
+                                           0.0 if kind == FORWARD else p.mean[c])
+    for c in range(channels):
+        finish_channel(kind, merge_superblocks(kind, partials + c * superblocks, superblocks), p, c)
+    free(partials)
+    return 0
+
+
+cdef void affine_channels(const Geometry *geometry,
+                          const floating *x, Py_ssize_t xn, Py_ssize_t xc,
+                          floating *out, Py_ssize_t on, Py_ssize_t oc,
+                          const double *mean, const double *scale, const double *shift,
+                          int threads) noexcept nogil:
+    """out = (x - mean) * scale + shift per channel, all blocks shared by the team."""
+    cdef Py_ssize_t item, c, block, size, x_offset, out_offset
+    cdef Py_ssize_t blocks = geometry.blocks
+    for item in prange(geometry.channels * blocks, schedule="static", num_threads=threads):
+        c = item // blocks
+        block = item % blocks
+        x_offset = block_start(geometry, block, xn, &size)
+        out_offset = block_start(geometry, block, on, &size)
+        affine_block(x + c * xc + x_offset, out + c * oc + out_offset, size,
+                     mean[c], scale[c], shift[c])
+
+
+# --------------------------------------------------------------------------
+# Python entry points. Arrays are (N, C, L) with unit stride along L (checked
+# by the caller); per-channel arrays are contiguous float64 of length C.
+
+
+cdef inline Py_ssize_t batch_stride(const floating[:, :, :] a) noexcept nogil:
+    return a.strides[0] // <Py_ssize_t>sizeof(floating)
+
+
+cdef inline Py_ssize_t channel_stride(const floating[:, :, :] a) noexcept nogil:
+    return a.strides[1] // <Py_ssize_t>sizeof(floating)
+
+
+def train_forward(const floating[:, :, :] x, floating[:, :, :] y,
+                  const double[::1] weight, const double[::1] bias, double eps,
+                  double[::1] mean, double[::1] invstd, double[::1] var_unbiased,
+                  int threads):
+    """Normalise ``x`` into ``y`` with its batch statistics.
+
+    Stores the batch mean, ``1 / sqrt(biased variance + eps)`` and the unbiased
+    variance of each channel (NaN for an empty channel; the unbiased variance
+    of a single value is NaN).
+    """
+    cdef Geometry geometry = make_geometry(x.shape[0], x.shape[1], x.shape[2])
+    cdef ChannelParameters p
+    cdef int status
+    if geometry.channels == 0:
+        return
+    p.weight = &weight[0]
+    p.bias = &bias[0]
+    p.eps = eps
+    p.out_mean = &mean[0]
+    p.out_invstd = &invstd[0]
+    p.out_var_unbiased = &var_unbiased[0]
+    if geometry.blocks == 0:
+        finish_empty(FORWARD, geometry.channels, &p)
+        return
+    with nogil:
+        status = reduce_and_apply(FORWARD, &geometry,
+                                  &x[0, 0, 0], batch_stride(x), channel_stride(x),
+                                  &x[0, 0, 0], 0, 0,
+                                  &y[0, 0, 0], batch_stride(y), channel_stride(y),
+                                  &p, threads)
+    if status != 0:
+        raise MemoryError()
+
+
+def batch_stats(const floating[:, :, :] x, double eps,
+                double[::1] mean, double[::1] invstd, double[::1] var_unbiased, int threads):
+    """Batch statistics of ``x`` alone, bitwise equal to those of ``train_forward``."""
+    cdef Geometry geometry = make_geometry(x.shape[0], x.shape[1], x.shape[2])
+    cdef ChannelParameters p
+    cdef int status
+    cdef double *ones
+    cdef Py_ssize_t c
+    if geometry.channels == 0:
+        return
+    # finish_channel also derives the normalising constants, which need a weight.
+    ones = <double *>malloc(geometry.channels * sizeof(double))
+    if ones == NULL:
+        raise MemoryError()
+    for c in range(geometry.channels):
+        ones[c] = 1.0
+    p.weight = ones
+    p.bias = ones
+    p.eps = eps
+    p.out_mean = &mean[0]
+    p.out_invstd = &invstd[0]
+    p.out_var_unbiased = &var_unbiased[0]
+    status = 0
+    if geometry.blocks == 0:
+        finish_empty(FORWARD, geometry.channels, &p)
+    else:
+        with nogil:
+            status = reduce_only(FORWARD, &geometry,
+                                 &x[0, 0, 0], batch_stride(x), channel_stride(x),
+                                 &x[0, 0, 0], 0, 0, &p, threads)
+    free(ones)
+    if status != 0:
+        raise MemoryError()
+
+
+def eval_forward(const floating[:, :, :] x, floating[:, :, :] y,
+                 const double[::1] mean, const double[::1] var,
+                 const double[::1] weight, const double[::1] bias, double eps,
+                 double[::1] invstd, int threads):
+    """Normalise ``x`` into ``y`` with given statistics ``mean`` and ``var``.
+
+    Stores ``1 / sqrt(var + eps)`` of each channel in ``invstd``.
+    """
+    cdef Geometry geometry = make_geometry(x.shape[0], x.shape[1], x.shape[2])
+    cdef Py_ssize_t c, channels = geometry.channels
+    cdef double *scale
+    if channels == 0:
+        return
+    scale = <double *>malloc(channels * sizeof(double))
+    if scale == NULL:
+        raise MemoryError()
+    inverse_std(var, eps, invstd)
+    for c in range(channels):
+        scale[c] = weight[c] * invstd[c]
+    if geometry.blocks > 0:
+        with nogil:
+            affine_channels(&geometry, &x[0, 0, 0], batch_stride(x), channel_stride(x),
+                            &y[0, 0, 0], batch_stride(y), channel_stride(y),
+                            &mean[0], scale, &bias[0], threads)
+    free(scale)
+
+
+def inverse_std(const double[::1] var, double eps, double[::1] invstd):
+    """``invstd = 1 / sqrt(var + eps)``, elementwise."""
+    cdef Py_ssize_t c
+    for c in range(var.shape[0]):
+        invstd[c] = 1.0 / sqrt(var[c] + eps)
+
+
+def update_running_stats(double[::1] running_mean, double[::1] running_var,
+                         const double[::1] mean, const double[::1] var_unbiased,
+                         double momentum):
+    """``running = (1 - momentum) * running + momentum * batch``, in place."""
+    cdef Py_ssize_t c
+    for c in range(running_mean.shape[0]):
+        running_mean[c] = (1.0 - momentum) * running_mean[c] + momentum * mean[c]
+        running_var[c] = (1.0 - momentum) * running_var[c] + momentum * var_unbiased[c]
+
+
+def train_backward(const floating[:, :, :] grad_output, const floating[:, :, :] x,
+                   floating[:, :, :] grad_input,
+                   const double[::1] mean, const double[::1] invstd, const double[::1] weight,
+                   double[::1] grad_weight, double[::1] grad_bias, int threads):
+    """Gradients of a batch-statistics forward (mean and invstd from the batch).
+
+    ``grad_input = w * invstd / n * (n * g - sum(g) - xhat * sum(g * xhat))``,
+    ``grad_weight = sum(g * xhat)``, ``grad_bias = sum(g)``.
+    """
+    cdef Geometry geometry = make_geometry(x.shape[0], x.shape[1], x.shape[2])
+    cdef ChannelParameters p
+    cdef int status
+    if geometry.channels == 0:
+        return
+    p.weight = &weight[0]
+    p.mean = &mean[0]
+    p.invstd = &invstd[0]
+    p.out_grad_weight = &grad_weight[0]
+    p.out_grad_bias = &grad_bias[0]
+    if geometry.blocks == 0:
+        finish_empty(BACKWARD, geometry.channels, &p)
+        return
+    with nogil:
+        status = reduce_and_apply(BACKWARD, &geometry,
+                                  &x[0, 0, 0], batch_stride(x), channel_stride(x),
+                                  &grad_output[0, 0, 0], batch_stride(grad_output),
+                                  channel_stride(grad_output),
+                                  &grad_input[0, 0, 0], batch_stride(grad_input),
+                                  channel_stride(grad_input),
+                                  &p, threads)
+    if status != 0:
+        raise MemoryError()
+
+
+def eval_backward(const floating[:, :, :] grad_output, const floating[:, :, :] x,
+                  floating[:, :, :] grad_input,
+                  const double[::1] mean, const double[::1] invstd, const double[::1] weight,
+                  double[::1] grad_weight, double[::1] grad_bias, int threads):
+    """Gradients of a forward with fixed statistics ``mean`` and ``invstd``.
+
+    ``grad_input = g * w * invstd``, ``grad_weight = sum(g * xhat)``,
+    ``grad_bias = sum(g)``.
+    """
+    cdef Geometry geometry = make_geometry(x.shape[0], x.shape[1], x.shape[2])
+    cdef Py_ssize_t c, channels = geometry.channels
+    cdef double *constants
+    cdef ChannelParameters p
+    cdef int status
+    if channels == 0:
+        return
+    # The parameter gradients are the reduction of a batch-statistics backward
+    # around the fixed mean; only grad_input differs.
+    constants = <double *>malloc(3 * channels * sizeof(double))
+    if constants == NULL:
+        raise MemoryError()
+    for c in range(channels):
+        constants[c] = 0.0                                  # centre
+        constants[channels + c] = weight[c] * invstd[c]     # scale
+        constants[2 * channels + c] = 0.0                   # shift
+    p.mean = &mean[0]
+    p.invstd = &invstd[0]
+    p.weight = &weight[0]
+    p.out_grad_weight = &grad_weight[0]
+    p.out_grad_bias = &grad_bias[0]
+    if geometry.blocks == 0:
+        finish_empty(BACKWARD, channels, &p)
+        free(constants)
+        return
+    with nogil:
+        status = reduce_only(BACKWARD, &geometry,
+                             &x[0, 0, 0], batch_stride(x), channel_stride(x),
+                             &grad_output[0, 0, 0], batch_stride(grad_output),
+                             channel_stride(grad_output), &p, threads)
+        affine_channels(&geometry, &grad_output[0, 0, 0], batch_stride(grad_output),
+                        channel_stride(grad_output),
+                        &grad_input[0, 0, 0], batch_stride(grad_input),
+                        channel_stride(grad_input),
+                        constants, constants + channels, constants + 2 * channels, threads)
+    free(constants)
+    if status != 0:
+        raise MemoryError()

@@ -1,0 +1,71 @@
+"""Build bn3d._kernels, with OpenMP where the compiler supports it.
+
+OpenMP support is detected by compiling and linking a small test program with
+``-fopenmp``; where that fails the extension is built without it and runs
+serially (``bn3d.openmp_enabled()`` then returns False). Set
+``BN3D_DISABLE_OPENMP=1`` to force a serial build.
+"""
+
+import os
+import shutil
+import tempfile
+import textwrap
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+OPENMP_FLAGS = ["-fopenmp"]
+OPTIMISATION_FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno"]
+
+
+def openmp_supported(compiler) -> bool:
+    """Return whether ``compiler`` can compile and link an OpenMP program."""
+    if os.environ.get("BN3D_DISABLE_OPENMP", "") not in ("", "0"):
+        return False
+    source = textwrap.dedent(
+        """
+        #include <omp.h>
+        int main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }
+        """
+    )
+    workdir = tempfile.mkdtemp()
+    try:
+        path = os.path.join(workdir, "check_openmp.c")
+        with open(path, "w") as file:
+            file.write(source)
+        objects = compiler.compile([path], output_dir=workdir, extra_postargs=OPENMP_FLAGS)
+        compiler.link_executable(
+            objects, "check_openmp", output_dir=workdir, extra_postargs=OPENMP_FLAGS
+        )
+        return True
+    except Exception:  # any compile or link failure means: no OpenMP here
+        return False
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+class BuildExtWithOpenMP(build_ext):
+    """``build_ext`` that adds OpenMP flags when the compiler supports them."""
+
+    def build_extensions(self):
+        flags = list(OPTIMISATION_FLAGS)
+        link_flags = []
+        if openmp_supported(self.compiler):
+            flags += OPENMP_FLAGS
+            link_flags += OPENMP_FLAGS
+        for extension in self.extensions:
+            extension.extra_compile_args = flags
+            extension.extra_link_args = link_flags
+            extension.define_macros.append(("BN3D_BUILD_FLAGS", '"%s"' % " ".join(flags)))
+        super().build_extensions()
+
+
+extensions = [Extension("bn3d._kernels", ["bn3d/_kernels.pyx"])]
+
+setup(
+    ext_modules=cythonize(extensions, language_level=3),
+    cmdclass={"build_ext": BuildExtWithOpenMP},
+    packages=["bn3d"],
+    package_data={"bn3d": ["py.typed", "*.pyi"]},
+)
