@@ -57,7 +57,7 @@ class BuildExtWithOpenMP(build_ext):
         for extension in self.extensions:
             extension.extra_compile_args = flags
             extension.extra_link_args = link_flags
-            extension.define_macros.append(("BN3D_BUILD_FLAGS", '"%s"' % " ".join(flags)))
+            extension.define_macros.append(("BN3D_BUILD_FLAGS", '"{}"'.format(" ".join(flags))))
         super().build_extensions()
 
 

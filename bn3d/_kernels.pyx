@@ -148,7 +148,8 @@ def compiler_version():
 # Geometry
 
 
-cdef Geometry make_geometry(Py_ssize_t batch, Py_ssize_t channels, Py_ssize_t length) noexcept nogil:
+cdef Geometry make_geometry(Py_ssize_t batch, Py_ssize_t channels,
+                            Py_ssize_t length) noexcept nogil:
     cdef Geometry geometry
     geometry.batch = batch
     geometry.channels = channels

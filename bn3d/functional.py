@@ -9,7 +9,7 @@ functions serve 1D, 2D and 3D batch normalisation.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -66,7 +66,7 @@ def _torch_type_name(dtype: np.dtype) -> str:
 
 
 def _torch_size(shape: tuple[int, ...]) -> str:
-    return "torch.Size([%s])" % ", ".join(str(d) for d in shape)
+    return "torch.Size([{}])".format(", ".join(str(d) for d in shape))
 
 
 def _check_rank(x: Array) -> None:
@@ -78,12 +78,12 @@ def _check_rank(x: Array) -> None:
 
 def _parameter_arrays(
     x: Array,
-    running_mean: Optional[ArrayLike],
-    running_var: Optional[ArrayLike],
-    weight: Optional[ArrayLike],
-    bias: Optional[ArrayLike],
+    running_mean: ArrayLike | None,
+    running_var: ArrayLike | None,
+    weight: ArrayLike | None,
+    bias: ArrayLike | None,
     training: bool,
-) -> dict[str, Optional[Array]]:
+) -> dict[str, Array | None]:
     """Check the parameters against ``x`` in torch's order; return them as arrays."""
     if not training:
         for name, value in (("running_mean", running_mean), ("running_var", running_var)):
@@ -111,7 +111,7 @@ def _parameter_arrays(
     return arrays
 
 
-def _check_parameter_dtypes(x: Array, arrays: dict[str, Optional[Array]]) -> None:
+def _check_parameter_dtypes(x: Array, arrays: dict[str, Array | None]) -> None:
     """torch's CPU rule: parameters share the input's dtype, or are all float32
     beside a float16 input ("mixed" precision)."""
     defined = [arrays[name] for name in ("weight", "bias", "running_mean", "running_var")]
@@ -161,7 +161,7 @@ def _as_3d(x: Array, dtype: np.dtype) -> Array:
     return view
 
 
-def _output_3d(out: Optional[Array], x: Array, dtype: np.dtype) -> tuple[Array, Array]:
+def _output_3d(out: Array | None, x: Array, dtype: np.dtype) -> tuple[Array, Array]:
     """Return (the array handed back, the (N, C, L) array the kernel writes)."""
     if out is None:
         result = np.empty(x.shape, dtype=x.dtype)
@@ -184,7 +184,7 @@ def _output_3d(out: Optional[Array], x: Array, dtype: np.dtype) -> tuple[Array, 
     return result, target
 
 
-def _per_channel(array: Optional[Array], channels: int, default: float) -> Array:
+def _per_channel(array: Array | None, channels: int, default: float) -> Array:
     """A parameter as a contiguous float64 array; ``default`` where it is None."""
     if array is None:
         return np.full(channels, default)
@@ -200,15 +200,15 @@ def _finish_output(result: Array, target: Array) -> Array:
 
 def native_batch_norm(
     input: ArrayLike,
-    weight: Optional[ArrayLike],
-    bias: Optional[ArrayLike],
-    running_mean: Optional[ArrayLike],
-    running_var: Optional[ArrayLike],
+    weight: ArrayLike | None,
+    bias: ArrayLike | None,
+    running_mean: ArrayLike | None,
+    running_var: ArrayLike | None,
     training: bool,
     momentum: float,
     eps: float,
     *,
-    out: Optional[Array] = None,
+    out: Array | None = None,
 ) -> tuple[Array, Array, Array]:
     """Batch normalisation returning the statistics it used (``torch.native_batch_norm``).
 
@@ -299,15 +299,15 @@ def _update_running(running_mean: Array, running_var: Array, mean: Array, var_un
 
 def batch_norm(
     input: ArrayLike,
-    running_mean: Optional[ArrayLike],
-    running_var: Optional[ArrayLike],
-    weight: Optional[ArrayLike] = None,
-    bias: Optional[ArrayLike] = None,
+    running_mean: ArrayLike | None,
+    running_var: ArrayLike | None,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
     training: bool = False,
     momentum: float = 0.1,
     eps: float = 1e-05,
     *,
-    out: Optional[Array] = None,
+    out: Array | None = None,
     return_stats: bool = False,
 ) -> Any:
     """Batch normalisation of ``(N, C, *)`` data, as ``torch.nn.functional.batch_norm``.
@@ -425,14 +425,14 @@ def batch_norm_stats(input: ArrayLike, eps: float = 1e-05) -> BatchStats:
 def batch_norm_backward(
     grad_output: ArrayLike,
     input: ArrayLike,
-    running_mean: Optional[ArrayLike],
-    running_var: Optional[ArrayLike],
-    weight: Optional[ArrayLike] = None,
+    running_mean: ArrayLike | None,
+    running_var: ArrayLike | None,
+    weight: ArrayLike | None = None,
     training: bool = False,
     eps: float = 1e-05,
     *,
-    save_mean: Optional[ArrayLike] = None,
-    save_invstd: Optional[ArrayLike] = None,
+    save_mean: ArrayLike | None = None,
+    save_invstd: ArrayLike | None = None,
 ) -> tuple[Array, Array, Array]:
     """Gradients of :func:`batch_norm` with respect to its input, weight and bias.
 

@@ -1,0 +1,42 @@
+"""Shared test helpers: a plain float64 reference of batch normalisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def reduce_axes(ndim: int) -> tuple[int, ...]:
+    return (0,) + tuple(range(2, ndim))
+
+
+def per_channel(values: np.ndarray, ndim: int) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64).reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def reference_batch_norm(x, weight=None, bias=None, eps=1e-5, mean=None, var=None):
+    """float64 batch normalisation computed the plain way (two-pass numpy)."""
+    xd = np.asarray(x, dtype=np.float64)
+    axes = reduce_axes(xd.ndim)
+    if mean is None:
+        mean = xd.mean(axis=axes)
+        var = xd.var(axis=axes)
+    channels = xd.shape[1]
+    weight = np.ones(channels) if weight is None else weight
+    bias = np.zeros(channels) if bias is None else bias
+    y = (xd - per_channel(mean, xd.ndim)) / np.sqrt(per_channel(var, xd.ndim) + eps)
+    return y * per_channel(weight, xd.ndim) + per_channel(bias, xd.ndim)
+
+
+def max_relative_error(actual, expected) -> float:
+    """max |actual - expected| / max(1, |expected|)."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    if actual.size == 0:
+        return 0.0
+    return float(np.max(np.abs(actual - expected) / np.maximum(1.0, np.abs(expected))))
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20261125)
