@@ -279,12 +279,13 @@ DETERMINISM_SCRIPT = textwrap.dedent(
 )
 
 
-def test_results_are_bitwise_identical_for_any_thread_count():
+def test_results_are_bitwise_identical_for_any_thread_count(tmp_path):
     digests = {}
     for threads in ("1", "2", "3"):
         env = dict(os.environ, OMP_NUM_THREADS=threads)
+        # From an empty directory, so the installed bn3d is imported, not the source tree.
         result = subprocess.run([sys.executable, "-c", DETERMINISM_SCRIPT], env=env,
-                                capture_output=True, text=True)
+                                capture_output=True, text=True, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         used, digest = result.stdout.split()
         assert used == threads
