@@ -70,6 +70,136 @@ cdef extern from *:
     const char *BN3D_COMPILER
     int bn3d_max_threads() noexcept nogil
 
+
+# The two block reductions, written with GCC/clang vector extensions: 16 lanes
+# (four vectors of 4 doubles) accumulate elements i with i % 16 == lane, and the
+# lanes are added in a fixed tree. The order of every operation is fixed by this
+# source, not by the compiler or the instruction set (no reassociation, no fused
+# multiply-add), so the results are bitwise identical on SSE2, AVX2 or AVX-512;
+# on x86-64 a clone for x86-64-v3 (AVX2) is chosen at load time.
+cdef extern from *:
+    """
+    #include <string.h>
+    #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+    #define BN3D_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+    #else
+    #define BN3D_CLONES
+    #endif
+    typedef double bn3d_v4d __attribute__((vector_size(32)));
+    typedef float bn3d_v4f __attribute__((vector_size(16)));
+    #define BN3D_INLINE static inline __attribute__((always_inline))
+
+    BN3D_INLINE bn3d_v4d bn3d_load_float(const float *p) {
+        bn3d_v4f v;
+        memcpy(&v, p, sizeof v);
+        return __builtin_convertvector(v, bn3d_v4d);
+    }
+    BN3D_INLINE bn3d_v4d bn3d_load_double(const double *p) {
+        bn3d_v4d v;
+        memcpy(&v, p, sizeof v);
+        return v;
+    }
+    /* The 16 lanes of four accumulators, added in a fixed tree. */
+    BN3D_INLINE double bn3d_lanes_sum(bn3d_v4d a, bn3d_v4d b, bn3d_v4d c, bn3d_v4d d) {
+        bn3d_v4d v = (a + b) + (c + d);
+        return (v[0] + v[1]) + (v[2] + v[3]);
+    }
+
+    /* Corrected two-pass moments of x[0:n]: the mean by a first pass, then
+       sum(d) and sum(d*d) with d = x - mean; returns the mean corrected by
+       sum(d)/n and m2 = sum(d*d) - sum(d)**2/n (clamped at 0, NaN kept). */
+    #define BN3D_MOMENTS(NAME, T, LOAD)                                          \
+    BN3D_CLONES static void NAME(const T *x, Py_ssize_t n,                      \
+                                 double *mean_out, double *m2_out) {            \
+        bn3d_v4d s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};                       \
+        bn3d_v4d q0 = {0}, q1 = {0}, q2 = {0}, q3 = {0};                       \
+        bn3d_v4d d0, d1, d2, d3, c;                                            \
+        Py_ssize_t i, full = n - n % 16;                                       \
+        double total, mean, centred, squares, d, m2;                           \
+        for (i = 0; i < full; i += 16) {                                       \
+            s0 += LOAD(x + i);                                                 \
+            s1 += LOAD(x + i + 4);                                             \
+            s2 += LOAD(x + i + 8);                                             \
+            s3 += LOAD(x + i + 12);                                            \
+        }                                                                      \
+        total = bn3d_lanes_sum(s0, s1, s2, s3);                                \
+        for (i = full; i < n; i++) total += x[i];                              \
+        mean = total / n;                                                      \
+        c = mean - (bn3d_v4d){0};                                              \
+        s0 = s1 = s2 = s3 = (bn3d_v4d){0};                                     \
+        for (i = 0; i < full; i += 16) {                                       \
+            d0 = LOAD(x + i) - c;                                              \
+            d1 = LOAD(x + i + 4) - c;                                          \
+            d2 = LOAD(x + i + 8) - c;                                          \
+            d3 = LOAD(x + i + 12) - c;                                         \
+            s0 += d0;                                                          \
+            s1 += d1;                                                          \
+            s2 += d2;                                                          \
+            s3 += d3;                                                          \
+            q0 += d0 * d0;                                                     \
+            q1 += d1 * d1;                                                     \
+            q2 += d2 * d2;                                                     \
+            q3 += d3 * d3;                                                     \
+        }                                                                      \
+        centred = bn3d_lanes_sum(s0, s1, s2, s3);                              \
+        squares = bn3d_lanes_sum(q0, q1, q2, q3);                              \
+        for (i = full; i < n; i++) {                                           \
+            d = x[i] - mean;                                                   \
+            centred += d;                                                      \
+            squares += d * d;                                                  \
+        }                                                                      \
+        m2 = squares - centred * centred / n;                                  \
+        *mean_out = mean + centred / n;                                        \
+        *m2_out = m2 < 0 ? 0 : m2;                                             \
+    }
+
+    /* sum(g) and sum(g * (x - mean)) over [0:n]. */
+    #define BN3D_GRADIENT_SUMS(NAME, T, LOAD)                                    \
+    BN3D_CLONES static void NAME(const T *g, const T *x, Py_ssize_t n,          \
+                                 double mean, double *sum_out,                  \
+                                 double *dot_out) {                             \
+        bn3d_v4d s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};                       \
+        bn3d_v4d p0 = {0}, p1 = {0}, p2 = {0}, p3 = {0};                       \
+        bn3d_v4d g0, g1, g2, g3, c = mean - (bn3d_v4d){0};                     \
+        Py_ssize_t i, full = n - n % 16;                                       \
+        double sum, dot;                                                       \
+        for (i = 0; i < full; i += 16) {                                       \
+            g0 = LOAD(g + i);                                                  \
+            g1 = LOAD(g + i + 4);                                              \
+            g2 = LOAD(g + i + 8);                                              \
+            g3 = LOAD(g + i + 12);                                             \
+            s0 += g0;                                                          \
+            s1 += g1;                                                          \
+            s2 += g2;                                                          \
+            s3 += g3;                                                          \
+            p0 += g0 * (LOAD(x + i) - c);                                      \
+            p1 += g1 * (LOAD(x + i + 4) - c);                                  \
+            p2 += g2 * (LOAD(x + i + 8) - c);                                  \
+            p3 += g3 * (LOAD(x + i + 12) - c);                                 \
+        }                                                                      \
+        sum = bn3d_lanes_sum(s0, s1, s2, s3);                                  \
+        dot = bn3d_lanes_sum(p0, p1, p2, p3);                                  \
+        for (i = full; i < n; i++) {                                           \
+            sum += g[i];                                                       \
+            dot += (double)g[i] * ((double)x[i] - mean);                       \
+        }                                                                      \
+        *sum_out = sum;                                                        \
+        *dot_out = dot;                                                        \
+    }
+
+    BN3D_MOMENTS(bn3d_moments_float, float, bn3d_load_float)
+    BN3D_MOMENTS(bn3d_moments_double, double, bn3d_load_double)
+    BN3D_GRADIENT_SUMS(bn3d_gradient_sums_float, float, bn3d_load_float)
+    BN3D_GRADIENT_SUMS(bn3d_gradient_sums_double, double, bn3d_load_double)
+    """
+    void bn3d_moments_float(const float *x, Py_ssize_t n, double *mean, double *m2) noexcept nogil
+    void bn3d_moments_double(const double *x, Py_ssize_t n, double *mean,
+                             double *m2) noexcept nogil
+    void bn3d_gradient_sums_float(const float *g, const float *x, Py_ssize_t n, double mean,
+                                  double *sum, double *dot) noexcept nogil
+    void bn3d_gradient_sums_double(const double *g, const double *x, Py_ssize_t n, double mean,
+                                   double *sum, double *dot) noexcept nogil
+
 cdef enum:
     BLOCK = 2048
     MAX_SUPERBLOCKS = 64
@@ -204,88 +334,26 @@ cdef inline Partial merge_sums(Partial a, Partial b) noexcept nogil:
     return merged
 
 
-cdef Partial block_moments(const floating *x, Py_ssize_t size) noexcept nogil:
-    """(count, mean, m2) of one block by the corrected two-pass algorithm."""
+cdef inline Partial block_moments(const floating *x, Py_ssize_t size) noexcept nogil:
+    """(count, mean, m2) of one block."""
     cdef Partial result
-    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0
-    cdef double q0 = 0, q1 = 0, q2 = 0, q3 = 0, q4 = 0, q5 = 0, q6 = 0, q7 = 0
-    cdef double d0, d1, d2, d3, d4, d5, d6, d7, mean, centred_sum, m2
-    cdef Py_ssize_t i
-    cdef Py_ssize_t unrolled = size - size % 8
-    for i in range(0, unrolled, 8):
-        s0 += x[i]
-        s1 += x[i + 1]
-        s2 += x[i + 2]
-        s3 += x[i + 3]
-        s4 += x[i + 4]
-        s5 += x[i + 5]
-        s6 += x[i + 6]
-        s7 += x[i + 7]
-    for i in range(unrolled, size):
-        s0 += x[i]
-    mean = (((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))) / size
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0
-    for i in range(0, unrolled, 8):
-        d0 = x[i] - mean
-        d1 = x[i + 1] - mean
-        d2 = x[i + 2] - mean
-        d3 = x[i + 3] - mean
-        d4 = x[i + 4] - mean
-        d5 = x[i + 5] - mean
-        d6 = x[i + 6] - mean
-        d7 = x[i + 7] - mean
-        s0 += d0
-        s1 += d1
-        s2 += d2
-        s3 += d3
-        s4 += d4
-        s5 += d5
-        s6 += d6
-        s7 += d7
-        q0 += d0 * d0
-        q1 += d1 * d1
-        q2 += d2 * d2
-        q3 += d3 * d3
-        q4 += d4 * d4
-        q5 += d5 * d5
-        q6 += d6 * d6
-        q7 += d7 * d7
-    for i in range(unrolled, size):
-        d0 = x[i] - mean
-        s0 += d0
-        q0 += d0 * d0
-    centred_sum = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
-    m2 = (((q0 + q1) + (q2 + q3)) + ((q4 + q5) + (q6 + q7))) - centred_sum * centred_sum / size
-    if m2 < 0:      # rounding only; false for NaN, which must propagate
-        m2 = 0
     result.count = size
-    result.first = mean + centred_sum / size
-    result.second = m2
+    if floating is float:
+        bn3d_moments_float(x, size, &result.first, &result.second)
+    else:
+        bn3d_moments_double(x, size, &result.first, &result.second)
     return result
 
 
-cdef Partial block_gradient_sums(const floating *g, const floating *x, Py_ssize_t size,
-                                 double mean) noexcept nogil:
+cdef inline Partial block_gradient_sums(const floating *g, const floating *x, Py_ssize_t size,
+                                        double mean) noexcept nogil:
     """(count, sum(g), sum(g * (x - mean))) of one block."""
     cdef Partial result
-    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0, p0 = 0, p1 = 0, p2 = 0, p3 = 0
-    cdef Py_ssize_t i
-    cdef Py_ssize_t unrolled = size - size % 4
-    for i in range(0, unrolled, 4):
-        s0 += g[i]
-        s1 += g[i + 1]
-        s2 += g[i + 2]
-        s3 += g[i + 3]
-        p0 += g[i] * (<double>x[i] - mean)
-        p1 += g[i + 1] * (<double>x[i + 1] - mean)
-        p2 += g[i + 2] * (<double>x[i + 2] - mean)
-        p3 += g[i + 3] * (<double>x[i + 3] - mean)
-    for i in range(unrolled, size):
-        s0 += g[i]
-        p0 += g[i] * (<double>x[i] - mean)
     result.count = size
-    result.first = (s0 + s1) + (s2 + s3)
-    result.second = (p0 + p1) + (p2 + p3)
+    if floating is float:
+        bn3d_gradient_sums_float(g, x, size, mean, &result.first, &result.second)
+    else:
+        bn3d_gradient_sums_double(g, x, size, mean, &result.first, &result.second)
     return result
 
 
