@@ -16,7 +16,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 OPENMP_FLAGS = ["-fopenmp"]
-OPTIMISATION_FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno"]
+OPTIMISATION_FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-Wno-psabi"]
 
 
 def openmp_supported(compiler) -> bool:

@@ -29,7 +29,8 @@ The normalised output is ``y = ((x - mean_hi) - mean_lo) * scale + shift`` in
 the data's precision, where ``mean_hi + mean_lo`` is the double mean split into
 two values of the data type: the centring is nearly exact even for float32
 data with a large mean, and a constant channel maps to exactly ``shift``.
-Gradients are computed in double and rounded once.
+Gradients reduce in double like the statistics; grad_input is computed in the
+data's precision from per-channel constants computed in double.
 
 Determinism
 -----------
@@ -71,12 +72,13 @@ cdef extern from *:
     int bn3d_max_threads() noexcept nogil
 
 
-# The two block reductions, written with GCC/clang vector extensions: 16 lanes
+# The block loops in C. The two reductions use GCC/clang vector extensions: 16 lanes
 # (four vectors of 4 doubles) accumulate elements i with i % 16 == lane, and the
 # lanes are added in a fixed tree. The order of every operation is fixed by this
 # source, not by the compiler or the instruction set (no reassociation, no fused
 # multiply-add), so the results are bitwise identical on SSE2, AVX2 or AVX-512;
-# on x86-64 a clone for x86-64-v3 (AVX2) is chosen at load time.
+# on x86-64 a clone for x86-64-v3 (AVX2) is chosen at load time. The elementwise
+# loops are plain loops, vectorised by the compiler in each clone.
 cdef extern from *:
     """
     #include <string.h>
@@ -187,11 +189,45 @@ cdef extern from *:
         *dot_out = dot;                                                        \
     }
 
+    /* y = ((x - mean_hi) - mean_lo) * scale + shift, elementwise in T. */
+    #define BN3D_AFFINE(NAME, T)                                                 \
+    BN3D_CLONES static void NAME(const T *x, T *y, Py_ssize_t n, T mean_hi,     \
+                                 T mean_lo, T scale, T shift) {                 \
+        Py_ssize_t i;                                                          \
+        for (i = 0; i < n; i++)                                                \
+            y[i] = ((x[i] - mean_hi) - mean_lo) * scale + shift;               \
+    }
+
+    /* out = ((g - grad_mean) - ((x - mean_hi) - mean_lo) * coefficient) * scale. */
+    #define BN3D_GRAD_INPUT(NAME, T)                                             \
+    BN3D_CLONES static void NAME(const T *g, const T *x, T *out, Py_ssize_t n,  \
+                                 T mean_hi, T mean_lo, T grad_mean,             \
+                                 T coefficient, T scale) {                      \
+        Py_ssize_t i;                                                          \
+        for (i = 0; i < n; i++)                                                \
+            out[i] = ((g[i] - grad_mean)                                       \
+                      - ((x[i] - mean_hi) - mean_lo) * coefficient) * scale;   \
+    }
+
+    BN3D_AFFINE(bn3d_affine_float, float)
+    BN3D_AFFINE(bn3d_affine_double, double)
+    BN3D_GRAD_INPUT(bn3d_grad_input_float, float)
+    BN3D_GRAD_INPUT(bn3d_grad_input_double, double)
     BN3D_MOMENTS(bn3d_moments_float, float, bn3d_load_float)
     BN3D_MOMENTS(bn3d_moments_double, double, bn3d_load_double)
     BN3D_GRADIENT_SUMS(bn3d_gradient_sums_float, float, bn3d_load_float)
     BN3D_GRADIENT_SUMS(bn3d_gradient_sums_double, double, bn3d_load_double)
     """
+    void bn3d_affine_float(const float *x, float *y, Py_ssize_t n, float mean_hi, float mean_lo,
+                           float scale, float shift) noexcept nogil
+    void bn3d_affine_double(const double *x, double *y, Py_ssize_t n, double mean_hi,
+                            double mean_lo, double scale, double shift) noexcept nogil
+    void bn3d_grad_input_float(const float *g, const float *x, float *out, Py_ssize_t n,
+                               float mean_hi, float mean_lo, float grad_mean,
+                               float coefficient, float scale) noexcept nogil
+    void bn3d_grad_input_double(const double *g, const double *x, double *out, Py_ssize_t n,
+                                double mean_hi, double mean_lo, double grad_mean,
+                                double coefficient, double scale) noexcept nogil
     void bn3d_moments_float(const float *x, Py_ssize_t n, double *mean, double *m2) noexcept nogil
     void bn3d_moments_double(const double *x, Py_ssize_t n, double *mean,
                              double *m2) noexcept nogil
@@ -425,26 +461,31 @@ cdef ChannelConstants finish_channel(Pass kind, Partial total, const ChannelPara
 # Elementwise passes
 
 
-cdef void affine_block(const floating *x, floating *y, Py_ssize_t size, double mean,
-                       double scale, double shift) noexcept nogil:
+cdef inline void affine_block(const floating *x, floating *y, Py_ssize_t size, double mean,
+                              double scale, double shift) noexcept nogil:
     """y = (x - mean) * scale + shift in the data's precision, mean split in two."""
     cdef floating mean_hi = <floating>mean
     cdef floating mean_lo = <floating>(mean - <double>mean_hi)
-    cdef floating scale_ = <floating>scale
-    cdef floating shift_ = <floating>shift
-    cdef Py_ssize_t i
-    for i in range(size):
-        y[i] = ((x[i] - mean_hi) - mean_lo) * scale_ + shift_
+    if floating is float:
+        bn3d_affine_float(x, y, size, mean_hi, mean_lo, <float>scale, <float>shift)
+    else:
+        bn3d_affine_double(x, y, size, mean_hi, mean_lo, scale, shift)
 
 
-cdef void grad_input_block(const floating *g, const floating *x, floating *out, Py_ssize_t size,
-                           const ChannelConstants *k) noexcept nogil:
-    """grad_input = (g - mean(g) - (x - mean) * invstd**2 * mean(g * (x - mean))) * w * invstd."""
-    cdef double mean = k.mean, scale = k.scale
-    cdef double grad_mean = k.grad_mean, coefficient = k.grad_coefficient
-    cdef Py_ssize_t i
-    for i in range(size):
-        out[i] = <floating>(((g[i] - grad_mean) - (x[i] - mean) * coefficient) * scale)
+cdef inline void grad_input_block(const floating *g, const floating *x, floating *out,
+                                  Py_ssize_t size, const ChannelConstants *k) noexcept nogil:
+    """grad_input = (g - mean(g) - (x - mean) * invstd**2 * mean(g * (x - mean))) * w * invstd.
+
+    In the data's precision, the mean split in two as in ``affine_block``.
+    """
+    cdef floating mean_hi = <floating>k.mean
+    cdef floating mean_lo = <floating>(k.mean - <double>mean_hi)
+    if floating is float:
+        bn3d_grad_input_float(g, x, out, size, mean_hi, mean_lo, <float>k.grad_mean,
+                              <float>k.grad_coefficient, <float>k.scale)
+    else:
+        bn3d_grad_input_double(g, x, out, size, mean_hi, mean_lo, k.grad_mean,
+                               k.grad_coefficient, k.scale)
 
 
 cdef void apply_block(Pass kind, const Geometry *geometry, Py_ssize_t block,
