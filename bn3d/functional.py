@@ -9,6 +9,7 @@ functions serve 1D, 2D and 3D batch normalisation.
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -147,7 +148,7 @@ def _compute_dtype(dtype: np.dtype) -> np.dtype:
 
 
 def _shape_3d(shape: tuple[int, ...]) -> tuple[int, int, int]:
-    return shape[0], shape[1], int(np.prod(shape[2:], dtype=np.int64))
+    return shape[0], shape[1], math.prod(shape[2:])
 
 
 def _as_3d(x: Array, dtype: np.dtype) -> Array:

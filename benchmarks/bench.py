@@ -1,0 +1,340 @@
+"""Benchmark bn3d's BatchNorm3d against PyTorch's CPU kernel and plain numpy.
+
+Run as ``python benchmarks/bench.py`` (``--help`` for options). For each shape,
+operation and thread count it prints the median time of ``--repeat`` runs after
+warm-up, the speed-up over torch (torch time / bn3d time), bn3d's bandwidth with
+a preallocated output against a copy measured in the same run, and the peak
+extra memory of a bn3d call; it writes everything to ``benchmarks/results.json``
+for the documentation's plot.
+
+Every library allocates its outputs as it normally does (fresh arrays), except
+in the ``out=`` bandwidth measurement. torch is timed at the same level as bn3d:
+``torch.nn.functional.batch_norm`` for forwards, ``aten.native_batch_norm_backward``
+(what autograd calls) for the backward, and autograd for forward + backward.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+import bn3d
+
+SHAPES = [(8, 32, 32, 64, 64), (2, 64, 16, 56, 56), (1, 3, 64, 128, 128), (32, 128, 4, 7, 7)]
+OPERATIONS = ["train_forward", "eval_forward", "backward", "forward_backward"]
+EPS = 1e-5
+MOMENTUM = 0.1
+
+
+def median_seconds(function: Callable[[], object], repeat: int, warmup: int = 2) -> float:
+    """Median wall time of ``repeat`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        function()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+class Case:
+    """The arrays of one shape: input, gradient, parameters and statistics."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        rng = np.random.default_rng(0)
+        channels = shape[1]
+        self.shape = shape
+        self.x = (rng.standard_normal(shape, dtype=np.float32) * 2 + 0.5)
+        self.g = rng.standard_normal(shape, dtype=np.float32)
+        self.weight = rng.uniform(0.5, 1.5, channels).astype(np.float32)
+        self.bias = rng.standard_normal(channels).astype(np.float32)
+        self.running_mean = np.zeros(channels, np.float32)
+        self.running_var = np.ones(channels, np.float32)
+        _, self.save_mean, self.save_invstd = bn3d.batch_norm(
+            self.x, None, None, self.weight, self.bias, training=True, return_stats=True)
+
+
+def bn3d_operations(case: Case) -> dict[str, Callable[[], object]]:
+    def train_forward():
+        return bn3d.batch_norm(case.x, case.running_mean, case.running_var, case.weight,
+                               case.bias, training=True, momentum=MOMENTUM, eps=EPS)
+
+    def eval_forward():
+        return bn3d.batch_norm(case.x, case.running_mean, case.running_var, case.weight,
+                               case.bias, training=False, eps=EPS)
+
+    def backward():
+        return bn3d.batch_norm_backward(case.g, case.x, None, None, case.weight, training=True,
+                                        eps=EPS, save_mean=case.save_mean,
+                                        save_invstd=case.save_invstd)
+
+    def forward_backward():
+        _, mean, invstd = bn3d.batch_norm(case.x, case.running_mean, case.running_var,
+                                          case.weight, case.bias, training=True,
+                                          momentum=MOMENTUM, eps=EPS, return_stats=True)
+        return bn3d.batch_norm_backward(case.g, case.x, None, None, case.weight, training=True,
+                                        eps=EPS, save_mean=mean, save_invstd=invstd)
+
+    return {"train_forward": train_forward, "eval_forward": eval_forward,
+            "backward": backward, "forward_backward": forward_backward}
+
+
+def torch_operations(case: Case, torch) -> dict[str, Callable[[], object]]:
+    functional = torch.nn.functional
+    x, g = torch.from_numpy(case.x), torch.from_numpy(case.g)
+    weight, bias = torch.from_numpy(case.weight), torch.from_numpy(case.bias)
+    running_mean = torch.from_numpy(case.running_mean.copy())
+    running_var = torch.from_numpy(case.running_var.copy())
+    _, save_mean, save_invstd = torch.native_batch_norm(x, weight, bias, None, None, True,
+                                                        MOMENTUM, EPS)
+    x_leaf = x.clone().requires_grad_(True)
+    weight_leaf = weight.clone().requires_grad_(True)
+    bias_leaf = bias.clone().requires_grad_(True)
+
+    def train_forward():
+        with torch.no_grad():
+            return functional.batch_norm(x, running_mean, running_var, weight, bias,
+                                         training=True, momentum=MOMENTUM, eps=EPS)
+
+    def eval_forward():
+        with torch.no_grad():
+            return functional.batch_norm(x, running_mean, running_var, weight, bias,
+                                         training=False, eps=EPS)
+
+    def backward():
+        return torch.ops.aten.native_batch_norm_backward(
+            g, x, weight, None, None, save_mean, save_invstd, True, EPS, [True, True, True])
+
+    def forward_backward():
+        for leaf in (x_leaf, weight_leaf, bias_leaf):
+            leaf.grad = None
+        y = functional.batch_norm(x_leaf, running_mean, running_var, weight_leaf, bias_leaf,
+                                  training=True, momentum=MOMENTUM, eps=EPS)
+        y.backward(g)
+        return x_leaf.grad
+
+    return {"train_forward": train_forward, "eval_forward": eval_forward,
+            "backward": backward, "forward_backward": forward_backward}
+
+
+def numpy_operations(case: Case) -> dict[str, Callable[[], object]]:
+    """A plain numpy BatchNorm3d, as one would write it without bn3d."""
+    axes = (0, 2, 3, 4)
+    view = (1, -1, 1, 1, 1)
+    x, g = case.x, case.g
+    weight, bias = case.weight.reshape(view), case.bias.reshape(view)
+    count = x.size // x.shape[1]
+
+    def forward(training: bool):
+        if training:
+            mean = x.mean(axis=axes, keepdims=True)
+            var = x.var(axis=axes, keepdims=True)
+            case.running_mean[...] = ((1 - MOMENTUM) * case.running_mean
+                                      + MOMENTUM * mean.ravel())
+            case.running_var[...] = ((1 - MOMENTUM) * case.running_var
+                                     + MOMENTUM * var.ravel() * count / (count - 1))
+        else:
+            mean = case.running_mean.reshape(view)
+            var = case.running_var.reshape(view)
+        invstd = 1 / np.sqrt(var + EPS)
+        return (x - mean) * (invstd * weight) + bias, mean, invstd
+
+    def backward_from(mean, invstd):
+        xhat = (x - mean) * invstd
+        grad_bias = g.sum(axis=axes, keepdims=True)
+        grad_weight = (g * xhat).sum(axis=axes, keepdims=True)
+        grad_input = (weight * invstd / count) * (count * g - grad_bias - xhat * grad_weight)
+        return grad_input, grad_weight.ravel(), grad_bias.ravel()
+
+    save_mean = case.save_mean.astype(np.float32).reshape(view)
+    save_invstd = case.save_invstd.astype(np.float32).reshape(view)
+    return {
+        "train_forward": lambda: forward(True)[0],
+        "eval_forward": lambda: forward(False)[0],
+        "backward": lambda: backward_from(save_mean, save_invstd),
+        "forward_backward": lambda: backward_from(*forward(True)[1:]),
+    }
+
+
+def copy_bandwidth(case: Case, repeat: int) -> float:
+    """Bytes per second of ``numpy.copyto`` into a preallocated array (read + write)."""
+    destination = np.empty_like(case.x)
+    seconds = median_seconds(lambda: np.copyto(destination, case.x), repeat)
+    return 2 * case.x.nbytes / seconds
+
+
+def out_bandwidth(case: Case, repeat: int) -> float:
+    """Training forward into a preallocated ``out``: one read of x, one write of y."""
+    out = np.empty_like(case.x)
+    seconds = median_seconds(
+        lambda: bn3d.batch_norm(case.x, case.running_mean, case.running_var, case.weight,
+                                case.bias, training=True, eps=EPS, out=out), repeat)
+    return 2 * case.x.nbytes / seconds
+
+
+def extra_memory(operation: Callable[[], object], output_bytes: int) -> int:
+    """Peak bytes a call allocates beyond its outputs (numpy allocations, via tracemalloc)."""
+    tracemalloc.start()
+    try:
+        result = operation()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    del result
+    return peak - output_bytes
+
+
+def set_threads(threads: int, torch) -> None:
+    bn3d.set_num_threads(threads)
+    if torch is not None:
+        torch.set_num_threads(threads)
+
+
+def machine_description() -> dict[str, object]:
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "numpy": np.__version__}
+
+
+def run(shapes, thread_counts, repeat: int, with_numpy: bool) -> dict[str, object]:
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    rows = []
+    bandwidth = []
+    memory = []
+    for shape in shapes:
+        case = Case(shape)
+        for threads in thread_counts:
+            set_threads(threads, torch)
+            libraries = {"bn3d": bn3d_operations(case)}
+            if torch is not None:
+                libraries["torch"] = torch_operations(case, torch)
+            if with_numpy and threads == thread_counts[0]:
+                libraries["numpy"] = numpy_operations(case)
+            for operation in OPERATIONS:
+                times = {name: median_seconds(ops[operation], repeat)
+                         for name, ops in libraries.items()}
+                rows.append({"shape": list(shape), "threads": threads, "operation": operation,
+                             "seconds": times})
+                print(format_row(rows[-1]), flush=True)
+            copy = copy_bandwidth(case, repeat)
+            achieved = out_bandwidth(case, repeat)
+            bandwidth.append({"shape": list(shape), "threads": threads,
+                              "copy_bytes_per_second": copy,
+                              "train_forward_out_bytes_per_second": achieved})
+        ops = bn3d_operations(case)
+        memory.append({
+            "shape": list(shape),
+            "train_forward_extra_bytes": extra_memory(ops["train_forward"], case.x.nbytes),
+            "backward_extra_bytes": extra_memory(ops["backward"], case.x.nbytes),
+            "input_bytes": case.x.nbytes,
+        })
+    set_threads(os.cpu_count() or 1, torch)
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_description(),
+        "versions": {"bn3d": bn3d.__version__,
+                     "torch": None if torch is None else torch.__version__},
+        "repeat": repeat,
+        "rows": rows,
+        "bandwidth": bandwidth,
+        "memory": memory,
+    }
+
+
+def format_row(row: dict) -> str:
+    seconds = row["seconds"]
+    shape = "x".join(map(str, row["shape"]))
+    cells = " ".join(f"{name} {1e3 * value:8.3f} ms" for name, value in seconds.items())
+    ratio = ""
+    if "torch" in seconds:
+        ratio = f"  speed-up {seconds['torch'] / seconds['bn3d']:5.2f}x"
+    return f"{shape:>16} t={row['threads']} {row['operation']:<17} {cells}{ratio}"
+
+
+def markdown_table(results: dict) -> str:
+    """The speed-up table: one row per shape and operation, columns per thread count."""
+    thread_counts = sorted({row["threads"] for row in results["rows"]})
+    header = ["shape (N,C,D,H,W)", "operation"]
+    for threads in thread_counts:
+        header += [f"bn3d ms ({threads}t)", f"torch ms ({threads}t)", f"speed-up ({threads}t)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    by_key = {(tuple(r["shape"]), r["operation"], r["threads"]): r for r in results["rows"]}
+    for shape in dict.fromkeys(tuple(r["shape"]) for r in results["rows"]):
+        for operation in OPERATIONS:
+            cells = ["(" + ",".join(map(str, shape)) + ")", operation.replace("_", " ")]
+            for threads in thread_counts:
+                seconds = by_key[(shape, operation, threads)]["seconds"]
+                torch_seconds = seconds.get("torch")
+                cells += [f"{1e3 * seconds['bn3d']:.3f}",
+                          "-" if torch_seconds is None else f"{1e3 * torch_seconds:.3f}",
+                          "-" if torch_seconds is None
+                          else f"{torch_seconds / seconds['bn3d']:.2f}x"]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def bandwidth_table(results: dict) -> str:
+    lines = ["| shape | threads | copy GB/s | bn3d train forward with out= GB/s | fraction |",
+             "|---|---|---|---|---|"]
+    for row in results["bandwidth"]:
+        copy = row["copy_bytes_per_second"]
+        achieved = row["train_forward_out_bytes_per_second"]
+        lines.append(f"| ({','.join(map(str, row['shape']))}) | {row['threads']} | "
+                     f"{copy / 1e9:.1f} | {achieved / 1e9:.1f} | {achieved / copy:.0%} |")
+    return "\n".join(lines)
+
+
+def memory_table(results: dict) -> str:
+    lines = ["| shape | input MiB | extra KiB, train forward | extra KiB, backward |",
+             "|---|---|---|---|"]
+    for row in results["memory"]:
+        lines.append(f"| ({','.join(map(str, row['shape']))}) | {row['input_bytes'] / 2**20:.1f} |"
+                     f" {row['train_forward_extra_bytes'] / 1024:.1f} |"
+                     f" {row['backward_extra_bytes'] / 1024:.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=15, help="timed runs per case (>= 10)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--no-numpy", action="store_true", help="skip the numpy baseline")
+    parser.add_argument("--output", type=Path,
+                        default=Path(__file__).resolve().parent / "results.json")
+    args = parser.parse_args()
+    results = run(SHAPES, args.threads, args.repeat, not args.no_numpy)
+    args.output.write_text(json.dumps(results, indent=1) + "\n")
+    print()
+    print(f"{results['machine']['cpu']}, {results['machine']['cores']} cores, {results['date']}")
+    print(markdown_table(results))
+    print()
+    print(bandwidth_table(results))
+    print()
+    print(memory_table(results))
+    print(f"\nresults written to {args.output}")
+
+
+if __name__ == "__main__":
+    main()
