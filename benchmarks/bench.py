@@ -37,7 +37,13 @@ MOMENTUM = 0.1
 
 
 def median_seconds(function: Callable[[], object], repeat: int, warmup: int = 2) -> float:
-    """Median wall time of ``repeat`` calls after ``warmup`` calls."""
+    """Median wall time of ``repeat`` calls after ``warmup`` calls.
+
+    bn3d and torch each have an OpenMP runtime whose idle threads spin for a
+    while after a parallel region; a pause first lets the other library's
+    threads go to sleep, so each library is timed in its own steady state.
+    """
+    time.sleep(0.05)
     for _ in range(warmup):
         function()
     times = []

@@ -29,8 +29,11 @@ The normalised output is ``y = ((x - mean_hi) - mean_lo) * scale + shift`` in
 the data's precision, where ``mean_hi + mean_lo`` is the double mean split into
 two values of the data type: the centring is nearly exact even for float32
 data with a large mean, and a constant channel maps to exactly ``shift``.
-Gradients reduce in double like the statistics; grad_input is computed in the
-data's precision from per-channel constants computed in double.
+Gradients of float64 data reduce in double like the statistics. For float32
+data, the products ``g * (x - mean)`` and runs of 128 elements are summed in
+float and each run is added into double lanes: the error stays at the level of
+float32 rounding of the data, and the channel sums are still double. grad_input
+is computed in the data's precision from per-channel constants in double.
 
 Determinism
 -----------
@@ -215,8 +218,61 @@ cdef extern from *:
     BN3D_GRAD_INPUT(bn3d_grad_input_double, double)
     BN3D_MOMENTS(bn3d_moments_float, float, bn3d_load_float)
     BN3D_MOMENTS(bn3d_moments_double, double, bn3d_load_double)
-    BN3D_GRADIENT_SUMS(bn3d_gradient_sums_float, float, bn3d_load_float)
     BN3D_GRADIENT_SUMS(bn3d_gradient_sums_double, double, bn3d_load_double)
+
+    /* float data: sum(g) and sum(g * ((x - mean_hi) - mean_lo)) with the
+       products and runs of 8 vector steps (128 elements) in float, each run
+       flushed into double lanes; the lanes keep the 16-lane order above. */
+    typedef float bn3d_v8f __attribute__((vector_size(32)));
+    #define BN3D_RUN 128
+    BN3D_INLINE bn3d_v8f bn3d_load8(const float *p) {
+        bn3d_v8f v;
+        memcpy(&v, p, sizeof v);
+        return v;
+    }
+    /* Add the 8 float lanes of run into the double lanes low (0-3) and high (4-7). */
+    BN3D_INLINE void bn3d_flush(bn3d_v8f run, bn3d_v4d *low, bn3d_v4d *high) {
+        bn3d_v4f half;
+        memcpy(&half, &run, sizeof half);
+        *low += __builtin_convertvector(half, bn3d_v4d);
+        memcpy(&half, (const char *)&run + sizeof half, sizeof half);
+        *high += __builtin_convertvector(half, bn3d_v4d);
+    }
+    BN3D_CLONES static void bn3d_gradient_sums_float(const float *g, const float *x,
+                                                     Py_ssize_t n, double mean,
+                                                     double *sum_out, double *dot_out) {
+        const float mean_hi = (float)mean;
+        const float mean_lo = (float)(mean - (double)mean_hi);
+        bn3d_v4d s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+        bn3d_v4d p0 = {0}, p1 = {0}, p2 = {0}, p3 = {0};
+        bn3d_v8f sum_a, sum_b, dot_a, dot_b, g_a, g_b;
+        Py_ssize_t i = 0, end, full = n - n % 16;
+        double sum, dot;
+        while (i < full) {
+            end = i + BN3D_RUN < full ? i + BN3D_RUN : full;
+            sum_a = sum_b = dot_a = dot_b = (bn3d_v8f){0};
+            for (; i < end; i += 16) {
+                g_a = bn3d_load8(g + i);
+                g_b = bn3d_load8(g + i + 8);
+                sum_a += g_a;
+                sum_b += g_b;
+                dot_a += g_a * ((bn3d_load8(x + i) - mean_hi) - mean_lo);
+                dot_b += g_b * ((bn3d_load8(x + i + 8) - mean_hi) - mean_lo);
+            }
+            bn3d_flush(sum_a, &s0, &s1);
+            bn3d_flush(sum_b, &s2, &s3);
+            bn3d_flush(dot_a, &p0, &p1);
+            bn3d_flush(dot_b, &p2, &p3);
+        }
+        sum = bn3d_lanes_sum(s0, s1, s2, s3);
+        dot = bn3d_lanes_sum(p0, p1, p2, p3);
+        for (i = full; i < n; i++) {
+            sum += g[i];
+            dot += (double)(g[i] * ((x[i] - mean_hi) - mean_lo));
+        }
+        *sum_out = sum;
+        *dot_out = dot;
+    }
     """
     void bn3d_affine_float(const float *x, float *y, Py_ssize_t n, float mean_hi, float mean_lo,
                            float scale, float shift) noexcept nogil
