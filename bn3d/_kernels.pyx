@@ -597,8 +597,8 @@ cdef int reduce_and_apply(Pass kind, const Geometry *geometry,
     re-reads a channel that the reduce pass has just brought into cache. With
     few channels, the team shares each channel: superblocks in the reduce pass,
     blocks in the apply pass. Both orders compute every superblock and combine
-    them in the same way, so they give identical bits. Returns -1 when out of
-    memory.
+    them in the same way, so they give identical bits. One thread never enters
+    an OpenMP region (see ``serial``). Returns -1 when out of memory.
     """
     cdef Py_ssize_t channels = geometry.channels
     cdef Py_ssize_t superblocks = geometry.superblocks
@@ -606,8 +606,15 @@ cdef int reduce_and_apply(Pass kind, const Geometry *geometry,
     cdef double mean
     cdef ChannelConstants k
     cdef Partial *partials
-    cdef bint by_channel = (threads == 1 or channels % threads == 0
-                            or channels >= CHANNELS_PER_THREAD * threads)
+    cdef bint by_channel = channels % threads == 0 or channels >= CHANNELS_PER_THREAD * threads
+    if serial(threads):
+        partials = <Partial *>malloc(superblocks * sizeof(Partial))
+        if partials == NULL:
+            return -1
+        for c in range(channels):
+            run_channel(kind, geometry, c, x, xn, xc, g, gn, gc, out, on, oc, p, partials)
+        free(partials)
+        return 0
     if by_channel:
         partials = <Partial *>malloc(channels * superblocks * sizeof(Partial))
         if partials == NULL:
@@ -632,6 +639,26 @@ cdef int reduce_and_apply(Pass kind, const Geometry *geometry,
     return 0
 
 
+cdef inline bint serial(int threads) noexcept nogil:
+    """Whether to run on the calling thread without entering an OpenMP region.
+
+    Plain loops cost nothing to start, and they keep small, serial calls from
+    waking (or paying for) the OpenMP team.
+    """
+    return threads <= 1
+
+
+cdef inline void reduce_item(Pass kind, const Geometry *geometry, Py_ssize_t item,
+                             const floating *x, Py_ssize_t xn, Py_ssize_t xc,
+                             const floating *g, Py_ssize_t gn, Py_ssize_t gc,
+                             const ChannelParameters *p, Partial *partials) noexcept nogil:
+    """Reduce superblock ``item % superblocks`` of channel ``item // superblocks``."""
+    cdef Py_ssize_t c = item // geometry.superblocks
+    cdef Py_ssize_t s = item % geometry.superblocks
+    partials[item] = reduce_superblock(kind, geometry, s, x + c * xc, xn, g + c * gc, gn,
+                                       0.0 if kind == FORWARD else p.mean[c])
+
+
 cdef int reduce_only(Pass kind, const Geometry *geometry,
                      const floating *x, Py_ssize_t xn, Py_ssize_t xc,
                      const floating *g, Py_ssize_t gn, Py_ssize_t gc,
@@ -642,19 +669,35 @@ cdef int reduce_only(Pass kind, const Geometry *geometry,
     ``reduce_and_apply``. Returns -1 when out of memory.
     """
     cdef Py_ssize_t channels = geometry.channels, superblocks = geometry.superblocks
-    cdef Py_ssize_t item, c, s
+    cdef Py_ssize_t item, c
     cdef Partial *partials = <Partial *>malloc(channels * superblocks * sizeof(Partial))
     if partials == NULL:
         return -1
-    for item in prange(channels * superblocks, schedule="static", num_threads=threads):
-        c = item // superblocks
-        s = item % superblocks
-        partials[item] = reduce_superblock(kind, geometry, s, x + c * xc, xn, g + c * gc, gn,
-                                           0.0 if kind == FORWARD else p.mean[c])
+    if serial(threads):
+        for item in range(channels * superblocks):
+            reduce_item(kind, geometry, item, x, xn, xc, g, gn, gc, p, partials)
+    else:
+        for item in prange(channels * superblocks, schedule="static", num_threads=threads):
+            reduce_item(kind, geometry, item, x, xn, xc, g, gn, gc, p, partials)
     for c in range(channels):
         finish_channel(kind, merge_superblocks(kind, partials + c * superblocks, superblocks), p, c)
     free(partials)
     return 0
+
+
+cdef inline void affine_item(const Geometry *geometry, Py_ssize_t item,
+                             const floating *x, Py_ssize_t xn, Py_ssize_t xc,
+                             floating *out, Py_ssize_t on, Py_ssize_t oc,
+                             const double *mean, const double *scale,
+                             const double *shift) noexcept nogil:
+    """The affine map of block ``item % blocks`` of channel ``item // blocks``."""
+    cdef Py_ssize_t c = item // geometry.blocks
+    cdef Py_ssize_t block = item % geometry.blocks
+    cdef Py_ssize_t size, x_offset, out_offset
+    x_offset = block_start(geometry, block, xn, &size)
+    out_offset = block_start(geometry, block, on, &size)
+    affine_block(x + c * xc + x_offset, out + c * oc + out_offset, size,
+                 mean[c], scale[c], shift[c])
 
 
 cdef void affine_channels(const Geometry *geometry,
@@ -663,15 +706,13 @@ cdef void affine_channels(const Geometry *geometry,
                           const double *mean, const double *scale, const double *shift,
                           int threads) noexcept nogil:
     """out = (x - mean) * scale + shift per channel, all blocks shared by the team."""
-    cdef Py_ssize_t item, c, block, size, x_offset, out_offset
-    cdef Py_ssize_t blocks = geometry.blocks
-    for item in prange(geometry.channels * blocks, schedule="static", num_threads=threads):
-        c = item // blocks
-        block = item % blocks
-        x_offset = block_start(geometry, block, xn, &size)
-        out_offset = block_start(geometry, block, on, &size)
-        affine_block(x + c * xc + x_offset, out + c * oc + out_offset, size,
-                     mean[c], scale[c], shift[c])
+    cdef Py_ssize_t item, items = geometry.channels * geometry.blocks
+    if serial(threads):
+        for item in range(items):
+            affine_item(geometry, item, x, xn, xc, out, on, oc, mean, scale, shift)
+    else:
+        for item in prange(items, schedule="static", num_threads=threads):
+            affine_item(geometry, item, x, xn, xc, out, on, oc, mean, scale, shift)
 
 
 # --------------------------------------------------------------------------
