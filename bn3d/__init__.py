@@ -6,6 +6,7 @@
 - :mod:`bn3d.mindspore_nn`: ``BatchNorm3d`` as MindSpore has it.
 """
 
+from . import torch_nn
 from ._threads import get_num_threads, openmp_enabled, set_num_threads
 from .functional import (
     batch_norm,
@@ -25,4 +26,5 @@ __all__ = [
     "native_batch_norm",
     "openmp_enabled",
     "set_num_threads",
+    "torch_nn",
 ]

@@ -16,8 +16,8 @@ def as_array(obj: Any) -> np.ndarray:
     ----------
     obj : array_like
         A numpy array (returned as it is), an object with ``__array__`` (a CPU
-        torch tensor, say), an object with ``__dlpack__``, or anything
-        :func:`numpy.asarray` accepts (lists, scalars).
+        torch tensor, say; one that requires grad is detached), an object with
+        ``__dlpack__``, or anything :func:`numpy.asarray` accepts (lists, scalars).
 
     Returns
     -------
@@ -31,6 +31,8 @@ def as_array(obj: Any) -> np.ndarray:
     """
     if isinstance(obj, np.ndarray):
         return obj
+    if getattr(obj, "requires_grad", False) and hasattr(obj, "detach"):
+        obj = obj.detach()  # a torch tensor in an autograd graph: its values
     if hasattr(obj, "__array__"):
         return np.asarray(obj)
     if hasattr(obj, "__dlpack__"):

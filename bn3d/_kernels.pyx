@@ -505,7 +505,8 @@ cdef ChannelConstants finish_channel(Pass kind, Partial total, const ChannelPara
     else:
         invstd = p.invstd[c]
         p.out_grad_bias[c] = total.first
-        p.out_grad_weight[c] = total.second * invstd
+        # A sum over no elements is 0, even where invstd is NaN (an empty batch).
+        p.out_grad_weight[c] = total.second * invstd if total.count > 0 else 0.0
         k.mean = p.mean[c]
         k.scale = p.weight[c] * invstd
         k.grad_mean = total.first / total.count

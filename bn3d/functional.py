@@ -259,12 +259,11 @@ def native_batch_norm(
     >>> y.ravel(), mean
     (array([-1.34164079, -0.4472136 ,  0.4472136 ,  1.34164079]), array([4.]))
     """
+    momentum = _check_momentum(momentum)
     x = as_array(input)
     _check_rank(x)
     arrays = _parameter_arrays(x, running_mean, running_var, weight, bias, training)
     tracked = arrays["running_mean"] is not None
-    if training and tracked:
-        momentum = _check_momentum(momentum)
     eps = float(eps)
     dtype = _compute_dtype(x.dtype)
     channels = x.shape[1]
@@ -486,7 +485,9 @@ def batch_norm_backward(
         raise ValueError(f"grad_output has shape {g.shape}, but the input has shape {x.shape}")
     if g.dtype != x.dtype:
         raise TypeError(f"grad_output has dtype {g.dtype}, but the input has dtype {x.dtype}")
-    arrays = _parameter_arrays(x, running_mean, running_var, weight, None, training)
+    saved = save_mean is not None and save_invstd is not None
+    # With saved statistics, the running ones are not needed, whatever the mode.
+    arrays = _parameter_arrays(x, running_mean, running_var, weight, None, training or saved)
     dtype = _compute_dtype(x.dtype)
     channels = x.shape[1]
     x3 = _as_3d(x, dtype)
@@ -494,7 +495,7 @@ def batch_norm_backward(
     result, target = _output_3d(None, x, dtype)
     weight64 = _per_channel(arrays["weight"], channels, 1.0)
     threads = threads_for(x.size)
-    if save_mean is not None and save_invstd is not None:
+    if saved:
         mean = _per_channel(as_array(save_mean), channels, 0.0)
         invstd = _per_channel(as_array(save_invstd), channels, 1.0)
     elif training:

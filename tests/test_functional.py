@@ -253,3 +253,36 @@ def test_native_form_returns_the_statistics_that_normalised():
     np.testing.assert_array_equal(save_mean, mean)
     np.testing.assert_allclose(save_invstd, 1 / np.sqrt(var + 1e-5), rtol=1e-15)
     assert max_relative_error(y, reference_batch_norm(x, mean=mean, var=var)) <= 1e-12
+
+
+def test_momentum_type_is_checked_in_every_mode():
+    with pytest.raises(TypeError, match="must be float, not str"):
+        batch_norm(x5(), *stats(), training=False, momentum="fast")
+    with pytest.raises(TypeError, match="must be float, not NoneType"):
+        batch_norm(x5(), None, None, training=True, momentum=None)
+
+
+def test_torch_tensor_that_requires_grad_is_read_by_value():
+    torch = pytest.importorskip("torch")
+    x = torch.from_numpy(x5()).requires_grad_(True)
+    y = batch_norm(x, None, None, training=True)
+    np.testing.assert_array_equal(y, batch_norm(x5(), None, None, training=True))
+
+
+def test_empty_batch_backward_gives_zero_parameter_gradients():
+    x = np.zeros((0, 3, 2, 2, 2), F32)
+    grad_input, grad_weight, grad_bias = batch_norm_backward(x, x, None, None, np.ones(3, F32),
+                                                             training=True)
+    assert grad_input.shape == x.shape
+    np.testing.assert_array_equal(grad_weight, np.zeros(3, F32))
+    np.testing.assert_array_equal(grad_bias, np.zeros(3, F32))
+
+
+def test_eval_backward_with_saved_stats_needs_no_running_stats():
+    x, g = x5(dtype=np.float64), x5(dtype=np.float64) * 0.5
+    mean, var = np.linspace(-1, 1, 3), np.linspace(1, 2, 3)
+    _, save_mean, save_invstd = native_batch_norm(x, None, None, mean, var, False, 0.1, 1e-5)
+    expected = batch_norm_backward(g, x, mean, var)
+    got = batch_norm_backward(g, x, None, None, save_mean=save_mean, save_invstd=save_invstd)
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
