@@ -9,9 +9,11 @@ Data layout
 -----------
 Every array is seen as ``(N, C, L)``: batch, channel and the flattened spatial
 extent, with unit stride along ``L`` and any strides along ``N`` and ``C``.
-The elements of one channel are cut into *blocks* of at most ``BLOCK`` (2048)
-consecutive elements of one row ``(n, c, :)``; the blocks of a channel are
-grouped, in order, into at most ``MAX_SUPERBLOCKS`` (64) *superblocks*.
+The elements of one channel are cut into *blocks* of about ``BLOCK`` (2048)
+elements: segments of at most ``BLOCK`` elements of one row ``(n, c, :)`` when
+rows are long, or ``BLOCK // L`` whole consecutive rows when they are short.
+The blocks of a channel are grouped, in order, into at most
+``MAX_SUPERBLOCKS`` (64) *superblocks*.
 
 Numerics
 --------
@@ -110,115 +112,142 @@ cdef extern from *:
         return (v[0] + v[1]) + (v[2] + v[3]);
     }
 
-    /* Corrected two-pass moments of x[0:n]: the mean by a first pass, then
-       sum(d) and sum(d*d) with d = x - mean; returns the mean corrected by
-       sum(d)/n and m2 = sum(d*d) - sum(d)**2/n (clamped at 0, NaN kept). */
-    #define BN3D_MOMENTS(NAME, T, LOAD)                                          \
-    BN3D_CLONES static void NAME(const T *x, Py_ssize_t n,                      \
-                                 double *mean_out, double *m2_out) {            \
-        bn3d_v4d s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};                       \
-        bn3d_v4d q0 = {0}, q1 = {0}, q2 = {0}, q3 = {0};                       \
-        bn3d_v4d d0, d1, d2, d3, c;                                            \
-        Py_ssize_t i, full = n - n % 16;                                       \
-        double total, mean, centred, squares, d, m2;                           \
-        for (i = 0; i < full; i += 16) {                                       \
-            s0 += LOAD(x + i);                                                 \
-            s1 += LOAD(x + i + 4);                                             \
-            s2 += LOAD(x + i + 8);                                             \
-            s3 += LOAD(x + i + 12);                                            \
-        }                                                                      \
-        total = bn3d_lanes_sum(s0, s1, s2, s3);                                \
-        for (i = full; i < n; i++) total += x[i];                              \
-        mean = total / n;                                                      \
-        c = mean - (bn3d_v4d){0};                                              \
-        s0 = s1 = s2 = s3 = (bn3d_v4d){0};                                     \
-        for (i = 0; i < full; i += 16) {                                       \
-            d0 = LOAD(x + i) - c;                                              \
-            d1 = LOAD(x + i + 4) - c;                                          \
-            d2 = LOAD(x + i + 8) - c;                                          \
-            d3 = LOAD(x + i + 12) - c;                                         \
-            s0 += d0;                                                          \
-            s1 += d1;                                                          \
-            s2 += d2;                                                          \
-            s3 += d3;                                                          \
-            q0 += d0 * d0;                                                     \
-            q1 += d1 * d1;                                                     \
-            q2 += d2 * d2;                                                     \
-            q3 += d3 * d3;                                                     \
-        }                                                                      \
-        centred = bn3d_lanes_sum(s0, s1, s2, s3);                              \
-        squares = bn3d_lanes_sum(q0, q1, q2, q3);                              \
-        for (i = full; i < n; i++) {                                           \
-            d = x[i] - mean;                                                   \
-            centred += d;                                                      \
-            squares += d * d;                                                  \
-        }                                                                      \
-        m2 = squares - centred * centred / n;                                  \
-        *mean_out = mean + centred / n;                                        \
-        *m2_out = m2 < 0 ? 0 : m2;                                             \
-    }
-
-    /* sum(g) and sum(g * (x - mean)) over [0:n]. */
-    #define BN3D_GRADIENT_SUMS(NAME, T, LOAD)                                    \
-    BN3D_CLONES static void NAME(const T *g, const T *x, Py_ssize_t n,          \
-                                 double mean, double *sum_out,                  \
-                                 double *dot_out) {                             \
-        bn3d_v4d s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};                       \
-        bn3d_v4d p0 = {0}, p1 = {0}, p2 = {0}, p3 = {0};                       \
-        bn3d_v4d g0, g1, g2, g3, c = mean - (bn3d_v4d){0};                     \
-        Py_ssize_t i, full = n - n % 16;                                       \
-        double sum, dot;                                                       \
-        for (i = 0; i < full; i += 16) {                                       \
-            g0 = LOAD(g + i);                                                  \
-            g1 = LOAD(g + i + 4);                                              \
-            g2 = LOAD(g + i + 8);                                              \
-            g3 = LOAD(g + i + 12);                                             \
-            s0 += g0;                                                          \
-            s1 += g1;                                                          \
-            s2 += g2;                                                          \
-            s3 += g3;                                                          \
-            p0 += g0 * (LOAD(x + i) - c);                                      \
-            p1 += g1 * (LOAD(x + i + 4) - c);                                  \
-            p2 += g2 * (LOAD(x + i + 8) - c);                                  \
-            p3 += g3 * (LOAD(x + i + 12) - c);                                 \
-        }                                                                      \
-        sum = bn3d_lanes_sum(s0, s1, s2, s3);                                  \
-        dot = bn3d_lanes_sum(p0, p1, p2, p3);                                  \
-        for (i = full; i < n; i++) {                                           \
-            sum += g[i];                                                       \
-            dot += (double)g[i] * ((double)x[i] - mean);                       \
-        }                                                                      \
-        *sum_out = sum;                                                        \
-        *dot_out = dot;                                                        \
-    }
+    /* A block is `rows` runs of `size` elements, run r starting at p + r * stride. */
 
     /* y = ((x - mean_hi) - mean_lo) * scale + shift, elementwise in T. */
     #define BN3D_AFFINE(NAME, T)                                                 \
-    BN3D_CLONES static void NAME(const T *x, T *y, Py_ssize_t n, T mean_hi,     \
-                                 T mean_lo, T scale, T shift) {                 \
-        Py_ssize_t i;                                                          \
-        for (i = 0; i < n; i++)                                                \
-            y[i] = ((x[i] - mean_hi) - mean_lo) * scale + shift;               \
+    BN3D_CLONES static void NAME(const T *x, Py_ssize_t x_stride, T *y,         \
+                                 Py_ssize_t y_stride, Py_ssize_t rows,          \
+                                 Py_ssize_t size, T mean_hi, T mean_lo,         \
+                                 T scale, T shift) {                            \
+        Py_ssize_t r, i;                                                       \
+        for (r = 0; r < rows; r++) {                                           \
+            const T *xr = x + r * x_stride;                                    \
+            T *yr = y + r * y_stride;                                          \
+            for (i = 0; i < size; i++)                                         \
+                yr[i] = ((xr[i] - mean_hi) - mean_lo) * scale + shift;         \
+        }                                                                      \
     }
 
     /* out = ((g - grad_mean) - ((x - mean_hi) - mean_lo) * coefficient) * scale. */
     #define BN3D_GRAD_INPUT(NAME, T)                                             \
-    BN3D_CLONES static void NAME(const T *g, const T *x, T *out, Py_ssize_t n,  \
-                                 T mean_hi, T mean_lo, T grad_mean,             \
-                                 T coefficient, T scale) {                      \
-        Py_ssize_t i;                                                          \
-        for (i = 0; i < n; i++)                                                \
-            out[i] = ((g[i] - grad_mean)                                       \
-                      - ((x[i] - mean_hi) - mean_lo) * coefficient) * scale;   \
+    BN3D_CLONES static void NAME(const T *g, Py_ssize_t g_stride, const T *x,   \
+                                 Py_ssize_t x_stride, T *out,                   \
+                                 Py_ssize_t out_stride, Py_ssize_t rows,        \
+                                 Py_ssize_t size, T mean_hi, T mean_lo,         \
+                                 T grad_mean, T coefficient, T scale) {         \
+        Py_ssize_t r, i;                                                       \
+        for (r = 0; r < rows; r++) {                                           \
+            const T *gr = g + r * g_stride;                                    \
+            const T *xr = x + r * x_stride;                                    \
+            T *outr = out + r * out_stride;                                    \
+            for (i = 0; i < size; i++)                                         \
+                outr[i] = ((gr[i] - grad_mean)                                 \
+                           - ((xr[i] - mean_hi) - mean_lo) * coefficient)      \
+                          * scale;                                             \
+        }                                                                      \
     }
 
     BN3D_AFFINE(bn3d_affine_float, float)
     BN3D_AFFINE(bn3d_affine_double, double)
     BN3D_GRAD_INPUT(bn3d_grad_input_float, float)
     BN3D_GRAD_INPUT(bn3d_grad_input_double, double)
+
+    /* Corrected two-pass moments of a block: the mean by a first pass, then
+       sum(d) and sum(d*d) with d = x - mean; returns the mean corrected by
+       sum(d)/n and m2 = sum(d*d) - sum(d)**2/n (clamped at 0, NaN kept). */
+    #define BN3D_MOMENTS(NAME, T, LOAD)                                          \
+    BN3D_CLONES static void NAME(const T *x, Py_ssize_t stride,                 \
+                                 Py_ssize_t rows, Py_ssize_t size,              \
+                                 double *mean_out, double *m2_out) {            \
+        bn3d_v4d s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};                       \
+        bn3d_v4d q0 = {0}, q1 = {0}, q2 = {0}, q3 = {0};                       \
+        bn3d_v4d d0, d1, d2, d3, c;                                            \
+        Py_ssize_t r, i, full = size - size % 16;                              \
+        double n = (double)rows * (double)size;                                \
+        double tail = 0, mean, centred, squares, d, m2;                        \
+        const T *xr;                                                           \
+        for (r = 0; r < rows; r++) {                                           \
+            xr = x + r * stride;                                               \
+            for (i = 0; i < full; i += 16) {                                   \
+                s0 += LOAD(xr + i);                                            \
+                s1 += LOAD(xr + i + 4);                                        \
+                s2 += LOAD(xr + i + 8);                                        \
+                s3 += LOAD(xr + i + 12);                                       \
+            }                                                                  \
+            for (i = full; i < size; i++) tail += xr[i];                       \
+        }                                                                      \
+        mean = (bn3d_lanes_sum(s0, s1, s2, s3) + tail) / n;                    \
+        c = mean - (bn3d_v4d){0};                                              \
+        s0 = s1 = s2 = s3 = (bn3d_v4d){0};                                     \
+        centred = squares = 0;                                                 \
+        for (r = 0; r < rows; r++) {                                           \
+            xr = x + r * stride;                                               \
+            for (i = 0; i < full; i += 16) {                                   \
+                d0 = LOAD(xr + i) - c;                                         \
+                d1 = LOAD(xr + i + 4) - c;                                     \
+                d2 = LOAD(xr + i + 8) - c;                                     \
+                d3 = LOAD(xr + i + 12) - c;                                    \
+                s0 += d0;                                                      \
+                s1 += d1;                                                      \
+                s2 += d2;                                                      \
+                s3 += d3;                                                      \
+                q0 += d0 * d0;                                                 \
+                q1 += d1 * d1;                                                 \
+                q2 += d2 * d2;                                                 \
+                q3 += d3 * d3;                                                 \
+            }                                                                  \
+            for (i = full; i < size; i++) {                                    \
+                d = xr[i] - mean;                                              \
+                centred += d;                                                  \
+                squares += d * d;                                              \
+            }                                                                  \
+        }                                                                      \
+        centred += bn3d_lanes_sum(s0, s1, s2, s3);                             \
+        squares += bn3d_lanes_sum(q0, q1, q2, q3);                             \
+        m2 = squares - centred * centred / n;                                  \
+        *mean_out = mean + centred / n;                                        \
+        *m2_out = m2 < 0 ? 0 : m2;                                             \
+    }
+
     BN3D_MOMENTS(bn3d_moments_float, float, bn3d_load_float)
     BN3D_MOMENTS(bn3d_moments_double, double, bn3d_load_double)
-    BN3D_GRADIENT_SUMS(bn3d_gradient_sums_double, double, bn3d_load_double)
+
+    /* float64 data: sum(g) and sum(g * (x - mean)) of a block, in double. */
+    BN3D_CLONES static void bn3d_gradient_sums_double(
+            const double *g, Py_ssize_t g_stride, const double *x, Py_ssize_t x_stride,
+            Py_ssize_t rows, Py_ssize_t size, double mean,
+            double *sum_out, double *dot_out) {
+        bn3d_v4d s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+        bn3d_v4d p0 = {0}, p1 = {0}, p2 = {0}, p3 = {0};
+        bn3d_v4d g0, g1, g2, g3, c = mean - (bn3d_v4d){0};
+        Py_ssize_t r, i, full = size - size % 16;
+        double sum = 0, dot = 0;
+        for (r = 0; r < rows; r++) {
+            const double *gr = g + r * g_stride;
+            const double *xr = x + r * x_stride;
+            for (i = 0; i < full; i += 16) {
+                g0 = bn3d_load_double(gr + i);
+                g1 = bn3d_load_double(gr + i + 4);
+                g2 = bn3d_load_double(gr + i + 8);
+                g3 = bn3d_load_double(gr + i + 12);
+                s0 += g0;
+                s1 += g1;
+                s2 += g2;
+                s3 += g3;
+                p0 += g0 * (bn3d_load_double(xr + i) - c);
+                p1 += g1 * (bn3d_load_double(xr + i + 4) - c);
+                p2 += g2 * (bn3d_load_double(xr + i + 8) - c);
+                p3 += g3 * (bn3d_load_double(xr + i + 12) - c);
+            }
+            for (i = full; i < size; i++) {
+                sum += gr[i];
+                dot += gr[i] * (xr[i] - mean);
+            }
+        }
+        *sum_out = sum + bn3d_lanes_sum(s0, s1, s2, s3);
+        *dot_out = dot + bn3d_lanes_sum(p0, p1, p2, p3);
+    }
 
     /* float data: sum(g) and sum(g * ((x - mean_hi) - mean_lo)) with the
        products and runs of 8 vector steps (128 elements) in float, each run
@@ -238,59 +267,71 @@ cdef extern from *:
         memcpy(&half, (const char *)&run + sizeof half, sizeof half);
         *high += __builtin_convertvector(half, bn3d_v4d);
     }
-    BN3D_CLONES static void bn3d_gradient_sums_float(const float *g, const float *x,
-                                                     Py_ssize_t n, double mean,
-                                                     double *sum_out, double *dot_out) {
+    BN3D_CLONES static void bn3d_gradient_sums_float(
+            const float *g, Py_ssize_t g_stride, const float *x, Py_ssize_t x_stride,
+            Py_ssize_t rows, Py_ssize_t size, double mean,
+            double *sum_out, double *dot_out) {
         const float mean_hi = (float)mean;
         const float mean_lo = (float)(mean - (double)mean_hi);
         bn3d_v4d s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
         bn3d_v4d p0 = {0}, p1 = {0}, p2 = {0}, p3 = {0};
         bn3d_v8f sum_a, sum_b, dot_a, dot_b, g_a, g_b;
-        Py_ssize_t i = 0, end, full = n - n % 16;
-        double sum, dot;
-        while (i < full) {
-            end = i + BN3D_RUN < full ? i + BN3D_RUN : full;
-            sum_a = sum_b = dot_a = dot_b = (bn3d_v8f){0};
-            for (; i < end; i += 16) {
-                g_a = bn3d_load8(g + i);
-                g_b = bn3d_load8(g + i + 8);
-                sum_a += g_a;
-                sum_b += g_b;
-                dot_a += g_a * ((bn3d_load8(x + i) - mean_hi) - mean_lo);
-                dot_b += g_b * ((bn3d_load8(x + i + 8) - mean_hi) - mean_lo);
+        Py_ssize_t r, i, end, full = size - size % 16;
+        double sum = 0, dot = 0;
+        for (r = 0; r < rows; r++) {
+            const float *gr = g + r * g_stride;
+            const float *xr = x + r * x_stride;
+            i = 0;
+            while (i < full) {
+                end = i + BN3D_RUN < full ? i + BN3D_RUN : full;
+                sum_a = sum_b = dot_a = dot_b = (bn3d_v8f){0};
+                for (; i < end; i += 16) {
+                    g_a = bn3d_load8(gr + i);
+                    g_b = bn3d_load8(gr + i + 8);
+                    sum_a += g_a;
+                    sum_b += g_b;
+                    dot_a += g_a * ((bn3d_load8(xr + i) - mean_hi) - mean_lo);
+                    dot_b += g_b * ((bn3d_load8(xr + i + 8) - mean_hi) - mean_lo);
+                }
+                bn3d_flush(sum_a, &s0, &s1);
+                bn3d_flush(sum_b, &s2, &s3);
+                bn3d_flush(dot_a, &p0, &p1);
+                bn3d_flush(dot_b, &p2, &p3);
             }
-            bn3d_flush(sum_a, &s0, &s1);
-            bn3d_flush(sum_b, &s2, &s3);
-            bn3d_flush(dot_a, &p0, &p1);
-            bn3d_flush(dot_b, &p2, &p3);
+            for (i = full; i < size; i++) {
+                sum += gr[i];
+                dot += (double)(gr[i] * ((xr[i] - mean_hi) - mean_lo));
+            }
         }
-        sum = bn3d_lanes_sum(s0, s1, s2, s3);
-        dot = bn3d_lanes_sum(p0, p1, p2, p3);
-        for (i = full; i < n; i++) {
-            sum += g[i];
-            dot += (double)(g[i] * ((x[i] - mean_hi) - mean_lo));
-        }
-        *sum_out = sum;
-        *dot_out = dot;
+        *sum_out = sum + bn3d_lanes_sum(s0, s1, s2, s3);
+        *dot_out = dot + bn3d_lanes_sum(p0, p1, p2, p3);
     }
     """
-    void bn3d_affine_float(const float *x, float *y, Py_ssize_t n, float mean_hi, float mean_lo,
+    void bn3d_affine_float(const float *x, Py_ssize_t x_stride, float *y, Py_ssize_t y_stride,
+                           Py_ssize_t rows, Py_ssize_t size, float mean_hi, float mean_lo,
                            float scale, float shift) noexcept nogil
-    void bn3d_affine_double(const double *x, double *y, Py_ssize_t n, double mean_hi,
-                            double mean_lo, double scale, double shift) noexcept nogil
-    void bn3d_grad_input_float(const float *g, const float *x, float *out, Py_ssize_t n,
-                               float mean_hi, float mean_lo, float grad_mean,
-                               float coefficient, float scale) noexcept nogil
-    void bn3d_grad_input_double(const double *g, const double *x, double *out, Py_ssize_t n,
-                                double mean_hi, double mean_lo, double grad_mean,
-                                double coefficient, double scale) noexcept nogil
-    void bn3d_moments_float(const float *x, Py_ssize_t n, double *mean, double *m2) noexcept nogil
-    void bn3d_moments_double(const double *x, Py_ssize_t n, double *mean,
-                             double *m2) noexcept nogil
-    void bn3d_gradient_sums_float(const float *g, const float *x, Py_ssize_t n, double mean,
-                                  double *sum, double *dot) noexcept nogil
-    void bn3d_gradient_sums_double(const double *g, const double *x, Py_ssize_t n, double mean,
-                                   double *sum, double *dot) noexcept nogil
+    void bn3d_affine_double(const double *x, Py_ssize_t x_stride, double *y, Py_ssize_t y_stride,
+                            Py_ssize_t rows, Py_ssize_t size, double mean_hi, double mean_lo,
+                            double scale, double shift) noexcept nogil
+    void bn3d_grad_input_float(const float *g, Py_ssize_t g_stride, const float *x,
+                               Py_ssize_t x_stride, float *out, Py_ssize_t out_stride,
+                               Py_ssize_t rows, Py_ssize_t size, float mean_hi, float mean_lo,
+                               float grad_mean, float coefficient, float scale) noexcept nogil
+    void bn3d_grad_input_double(const double *g, Py_ssize_t g_stride, const double *x,
+                                Py_ssize_t x_stride, double *out, Py_ssize_t out_stride,
+                                Py_ssize_t rows, Py_ssize_t size, double mean_hi,
+                                double mean_lo, double grad_mean, double coefficient,
+                                double scale) noexcept nogil
+    void bn3d_moments_float(const float *x, Py_ssize_t stride, Py_ssize_t rows, Py_ssize_t size,
+                            double *mean, double *m2) noexcept nogil
+    void bn3d_moments_double(const double *x, Py_ssize_t stride, Py_ssize_t rows,
+                             Py_ssize_t size, double *mean, double *m2) noexcept nogil
+    void bn3d_gradient_sums_float(const float *g, Py_ssize_t g_stride, const float *x,
+                                  Py_ssize_t x_stride, Py_ssize_t rows, Py_ssize_t size,
+                                  double mean, double *sum, double *dot) noexcept nogil
+    void bn3d_gradient_sums_double(const double *g, Py_ssize_t g_stride, const double *x,
+                                   Py_ssize_t x_stride, Py_ssize_t rows, Py_ssize_t size,
+                                   double mean, double *sum, double *dot) noexcept nogil
 
 cdef enum:
     BLOCK = 2048
@@ -307,9 +348,18 @@ cdef struct Geometry:
     Py_ssize_t batch            # N
     Py_ssize_t channels         # C
     Py_ssize_t length           # L, elements per (n, c) row
-    Py_ssize_t blocks_per_row
+    Py_ssize_t rows_per_block   # short rows: whole rows per block (else 1)
+    Py_ssize_t blocks_per_row   # long rows: segments per row (else 1)
     Py_ssize_t blocks           # blocks per channel
     Py_ssize_t superblocks      # superblocks per channel
+
+
+cdef struct Block:
+    # rows of size elements, from element start of row first_row of a channel
+    Py_ssize_t first_row
+    Py_ssize_t rows
+    Py_ssize_t start
+    Py_ssize_t size
 
 
 cdef struct Partial:
@@ -376,19 +426,31 @@ cdef Geometry make_geometry(Py_ssize_t batch, Py_ssize_t channels,
     geometry.batch = batch
     geometry.channels = channels
     geometry.length = length
-    geometry.blocks_per_row = (length + BLOCK - 1) // BLOCK
-    geometry.blocks = batch * geometry.blocks_per_row
+    geometry.rows_per_block = max(1, BLOCK // length) if length > 0 else 1
+    geometry.blocks_per_row = 1
+    if geometry.rows_per_block == 1:
+        geometry.blocks_per_row = (length + BLOCK - 1) // BLOCK
+    geometry.blocks = 0
+    if length > 0:
+        geometry.blocks = ((batch + geometry.rows_per_block - 1) // geometry.rows_per_block
+                           * geometry.blocks_per_row)
     geometry.superblocks = min(geometry.blocks, <Py_ssize_t>MAX_SUPERBLOCKS)
     return geometry
 
 
-cdef inline Py_ssize_t block_start(const Geometry *geometry, Py_ssize_t block,
-                                   Py_ssize_t batch_stride, Py_ssize_t *size) noexcept nogil:
-    """Offset of ``block`` from its channel's first element; its size in ``size``."""
-    cdef Py_ssize_t row = block // geometry.blocks_per_row
-    cdef Py_ssize_t start = (block % geometry.blocks_per_row) * BLOCK
-    size[0] = min(<Py_ssize_t>BLOCK, geometry.length - start)
-    return row * batch_stride + start
+cdef inline Block locate_block(const Geometry *geometry, Py_ssize_t index) noexcept nogil:
+    """Block ``index`` of a channel: whole short rows, or a segment of a long row."""
+    cdef Block block
+    block.first_row = (index // geometry.blocks_per_row) * geometry.rows_per_block
+    block.rows = min(geometry.rows_per_block, geometry.batch - block.first_row)
+    block.start = (index % geometry.blocks_per_row) * BLOCK
+    block.size = min(<Py_ssize_t>BLOCK, geometry.length - block.start)
+    return block
+
+
+cdef inline Py_ssize_t offset(const Block *block, Py_ssize_t batch_stride) noexcept nogil:
+    """Offset of a block's first element from its channel's first element."""
+    return block.first_row * batch_stride + block.start
 
 
 # --------------------------------------------------------------------------
@@ -426,26 +488,36 @@ cdef inline Partial merge_sums(Partial a, Partial b) noexcept nogil:
     return merged
 
 
-cdef inline Partial block_moments(const floating *x, Py_ssize_t size) noexcept nogil:
-    """(count, mean, m2) of one block."""
+cdef inline Partial block_moments(const Block *block, const floating *x,
+                                  Py_ssize_t x_batch_stride) noexcept nogil:
+    """(count, mean, m2) of one block of a channel starting at ``x``."""
     cdef Partial result
-    result.count = size
+    cdef const floating *start = x + offset(block, x_batch_stride)
+    result.count = block.rows * block.size
     if floating is float:
-        bn3d_moments_float(x, size, &result.first, &result.second)
+        bn3d_moments_float(start, x_batch_stride, block.rows, block.size,
+                           &result.first, &result.second)
     else:
-        bn3d_moments_double(x, size, &result.first, &result.second)
+        bn3d_moments_double(start, x_batch_stride, block.rows, block.size,
+                            &result.first, &result.second)
     return result
 
 
-cdef inline Partial block_gradient_sums(const floating *g, const floating *x, Py_ssize_t size,
+cdef inline Partial block_gradient_sums(const Block *block,
+                                        const floating *g, Py_ssize_t g_batch_stride,
+                                        const floating *x, Py_ssize_t x_batch_stride,
                                         double mean) noexcept nogil:
-    """(count, sum(g), sum(g * (x - mean))) of one block."""
+    """(count, sum(g), sum(g * (x - mean))) of one block of a channel."""
     cdef Partial result
-    result.count = size
+    cdef const floating *g_start = g + offset(block, g_batch_stride)
+    cdef const floating *x_start = x + offset(block, x_batch_stride)
+    result.count = block.rows * block.size
     if floating is float:
-        bn3d_gradient_sums_float(g, x, size, mean, &result.first, &result.second)
+        bn3d_gradient_sums_float(g_start, g_batch_stride, x_start, x_batch_stride,
+                                 block.rows, block.size, mean, &result.first, &result.second)
     else:
-        bn3d_gradient_sums_double(g, x, size, mean, &result.first, &result.second)
+        bn3d_gradient_sums_double(g_start, g_batch_stride, x_start, x_batch_stride,
+                                  block.rows, block.size, mean, &result.first, &result.second)
     return result
 
 
@@ -456,15 +528,16 @@ cdef Partial reduce_superblock(Pass kind, const Geometry *geometry, Py_ssize_t s
     """Reduce the blocks of one superblock of one channel, in block order."""
     cdef Py_ssize_t first = superblock * geometry.blocks // geometry.superblocks
     cdef Py_ssize_t last = (superblock + 1) * geometry.blocks // geometry.superblocks
-    cdef Py_ssize_t block, size, x_offset, g_offset
+    cdef Py_ssize_t index
+    cdef Block block
     cdef Partial total = zero_partial()
-    for block in range(first, last):
-        x_offset = block_start(geometry, block, x_batch_stride, &size)
+    for index in range(first, last):
+        block = locate_block(geometry, index)
         if kind == FORWARD:
-            total = merge_moments(total, block_moments(x + x_offset, size))
+            total = merge_moments(total, block_moments(&block, x, x_batch_stride))
         else:
-            g_offset = block_start(geometry, block, g_batch_stride, &size)
-            total = merge_sums(total, block_gradient_sums(g + g_offset, x + x_offset, size, mean))
+            total = merge_sums(total, block_gradient_sums(&block, g, g_batch_stride,
+                                                          x, x_batch_stride, mean))
     return total
 
 
@@ -518,46 +591,58 @@ cdef ChannelConstants finish_channel(Pass kind, Partial total, const ChannelPara
 # Elementwise passes
 
 
-cdef inline void affine_block(const floating *x, floating *y, Py_ssize_t size, double mean,
-                              double scale, double shift) noexcept nogil:
+cdef inline void affine_block(const Block *block,
+                              const floating *x, Py_ssize_t x_batch_stride,
+                              floating *y, Py_ssize_t y_batch_stride,
+                              double mean, double scale, double shift) noexcept nogil:
     """y = (x - mean) * scale + shift in the data's precision, mean split in two."""
     cdef floating mean_hi = <floating>mean
     cdef floating mean_lo = <floating>(mean - <double>mean_hi)
+    cdef const floating *x_start = x + offset(block, x_batch_stride)
+    cdef floating *y_start = y + offset(block, y_batch_stride)
     if floating is float:
-        bn3d_affine_float(x, y, size, mean_hi, mean_lo, <float>scale, <float>shift)
+        bn3d_affine_float(x_start, x_batch_stride, y_start, y_batch_stride, block.rows,
+                          block.size, mean_hi, mean_lo, <float>scale, <float>shift)
     else:
-        bn3d_affine_double(x, y, size, mean_hi, mean_lo, scale, shift)
+        bn3d_affine_double(x_start, x_batch_stride, y_start, y_batch_stride, block.rows,
+                           block.size, mean_hi, mean_lo, scale, shift)
 
 
-cdef inline void grad_input_block(const floating *g, const floating *x, floating *out,
-                                  Py_ssize_t size, const ChannelConstants *k) noexcept nogil:
+cdef inline void grad_input_block(const Block *block,
+                                  const floating *g, Py_ssize_t g_batch_stride,
+                                  const floating *x, Py_ssize_t x_batch_stride,
+                                  floating *out, Py_ssize_t out_batch_stride,
+                                  const ChannelConstants *k) noexcept nogil:
     """grad_input = (g - mean(g) - (x - mean) * invstd**2 * mean(g * (x - mean))) * w * invstd.
 
     In the data's precision, the mean split in two as in ``affine_block``.
     """
     cdef floating mean_hi = <floating>k.mean
     cdef floating mean_lo = <floating>(k.mean - <double>mean_hi)
+    cdef const floating *g_start = g + offset(block, g_batch_stride)
+    cdef const floating *x_start = x + offset(block, x_batch_stride)
+    cdef floating *out_start = out + offset(block, out_batch_stride)
     if floating is float:
-        bn3d_grad_input_float(g, x, out, size, mean_hi, mean_lo, <float>k.grad_mean,
+        bn3d_grad_input_float(g_start, g_batch_stride, x_start, x_batch_stride,
+                              out_start, out_batch_stride, block.rows, block.size,
+                              mean_hi, mean_lo, <float>k.grad_mean,
                               <float>k.grad_coefficient, <float>k.scale)
     else:
-        bn3d_grad_input_double(g, x, out, size, mean_hi, mean_lo, k.grad_mean,
-                               k.grad_coefficient, k.scale)
+        bn3d_grad_input_double(g_start, g_batch_stride, x_start, x_batch_stride,
+                               out_start, out_batch_stride, block.rows, block.size,
+                               mean_hi, mean_lo, k.grad_mean, k.grad_coefficient, k.scale)
 
 
-cdef void apply_block(Pass kind, const Geometry *geometry, Py_ssize_t block,
+cdef void apply_block(Pass kind, const Geometry *geometry, Py_ssize_t index,
                       const floating *x, Py_ssize_t x_batch_stride,
                       const floating *g, Py_ssize_t g_batch_stride,
                       floating *out, Py_ssize_t out_batch_stride,
                       const ChannelConstants *k) noexcept nogil:
-    cdef Py_ssize_t size, x_offset, g_offset, out_offset
-    x_offset = block_start(geometry, block, x_batch_stride, &size)
-    out_offset = block_start(geometry, block, out_batch_stride, &size)
+    cdef Block block = locate_block(geometry, index)
     if kind == FORWARD:
-        affine_block(x + x_offset, out + out_offset, size, k.mean, k.scale, k.shift)
+        affine_block(&block, x, x_batch_stride, out, out_batch_stride, k.mean, k.scale, k.shift)
     else:
-        g_offset = block_start(geometry, block, g_batch_stride, &size)
-        grad_input_block(g + g_offset, x + x_offset, out + out_offset, size, k)
+        grad_input_block(&block, g, g_batch_stride, x, x_batch_stride, out, out_batch_stride, k)
 
 
 # --------------------------------------------------------------------------
@@ -693,12 +778,8 @@ cdef inline void affine_item(const Geometry *geometry, Py_ssize_t item,
                              const double *shift) noexcept nogil:
     """The affine map of block ``item % blocks`` of channel ``item // blocks``."""
     cdef Py_ssize_t c = item // geometry.blocks
-    cdef Py_ssize_t block = item % geometry.blocks
-    cdef Py_ssize_t size, x_offset, out_offset
-    x_offset = block_start(geometry, block, xn, &size)
-    out_offset = block_start(geometry, block, on, &size)
-    affine_block(x + c * xc + x_offset, out + c * oc + out_offset, size,
-                 mean[c], scale[c], shift[c])
+    cdef Block block = locate_block(geometry, item % geometry.blocks)
+    affine_block(&block, x + c * xc, xn, out + c * oc, on, mean[c], scale[c], shift[c])
 
 
 cdef void affine_channels(const Geometry *geometry,
