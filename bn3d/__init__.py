@@ -6,7 +6,7 @@
 - :mod:`bn3d.mindspore_nn`: ``BatchNorm3d`` as MindSpore has it.
 """
 
-from . import torch_nn
+from . import mindspore_nn, torch_nn
 from ._threads import get_num_threads, openmp_enabled, set_num_threads
 from .functional import (
     batch_norm,
@@ -23,6 +23,7 @@ __all__ = [
     "batch_norm_backward",
     "batch_norm_stats",
     "get_num_threads",
+    "mindspore_nn",
     "native_batch_norm",
     "openmp_enabled",
     "set_num_threads",

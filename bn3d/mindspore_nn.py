@@ -1,0 +1,662 @@
+"""``mindspore.nn.BatchNorm3d`` (MindSpore 2.10) on numpy arrays.
+
+:class:`BatchNorm3d` holds the cell's semantics, its :class:`Parameter` objects
+and their initialisers; every number it produces comes from
+:mod:`bn3d.functional`. As in MindSpore, the cell wraps a ``BatchNorm2d``
+sub-cell, ``bn2d``, which owns the hyper-parameters and the parameters
+``bn2d.moving_mean``, ``bn2d.moving_variance``, ``bn2d.gamma`` and ``bn2d.beta``.
+
+Deliberate differences from MindSpore (everything else, errors included, is
+meant to be the same):
+
+- Numpy arrays are the tensors. Inputs, initial values and
+  :meth:`Parameter.set_data` take numpy arrays (and MindSpore or torch
+  tensors), where MindSpore wants its ``Tensor``; outputs are numpy arrays;
+  :attr:`Parameter.dtype` is a numpy dtype; ``dtype=`` takes numpy dtypes as
+  well as MindSpore's.
+- The random initialisers (``'normal'``, ``'uniform'``, ``'truncatedNormal'``)
+  draw MindSpore's distributions from a numpy generator that :func:`set_seed`
+  seeds: reproducible, but not MindSpore's numbers.
+- Gradients come from an explicit :meth:`BatchNorm3d.backward` instead of
+  ``mindspore.grad``.
+- An empty batch (N = 0) leaves the moving statistics unchanged; MindSpore
+  updates them from leftover memory.
+- Moving statistics resized (with ``set_data``) to differ from gamma raise, in
+  training too, the ValueError MindSpore raises in inference; MindSpore's
+  training kernel then reads and writes out of bounds.
+- A call that raises changes nothing, and calls from several threads are
+  serialised by a lock.
+- The cell also exposes ``gamma``, ``beta``, ``moving_mean`` and
+  ``moving_variance``; the parameters cannot be replaced by assignment (use
+  :meth:`Parameter.set_data`) nor renamed.
+- Cell machinery without a meaning here (sub-cell listings, hooks,
+  checkpoints, graph mode, ``bn2d`` as a callable cell) is absent.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ._mindspore_init import (
+    Constant,
+    Initializer,
+    Normal,
+    One,
+    TruncatedNormal,
+    Uniform,
+    Zero,
+    get_seed,
+    initializer,
+    set_seed,
+)
+from ._mindspore_parameter import Parameter, tensor_data, type_name
+from .functional import as_array, batch_norm_backward, native_batch_norm
+
+__all__ = [
+    "BatchNorm3d",
+    "Constant",
+    "Initializer",
+    "Normal",
+    "One",
+    "Parameter",
+    "TruncatedNormal",
+    "Uniform",
+    "Zero",
+    "get_seed",
+    "set_seed",
+    "torch_momentum",
+]
+
+_PRIMITIVE_FLOATS = (np.dtype(np.float16), np.dtype(np.float32))
+_PRIMITIVE_FLOAT_NAMES = "{Tensor[Float16], Tensor[Float32]}"
+# The order in which MindSpore's BatchNorm primitive names its parameter inputs.
+_PRIMITIVE_PARAMETERS = ("scale", "bias", "mean", "variance")
+_SIGNATURE_NAMES = {bool: "bool", int: "int", float: "float", str: "string"}
+# Implicit type promotion between parameters: any number type beats bool and the integers.
+_KIND_RANK = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
+
+
+def torch_momentum(momentum: Any) -> Any:
+    """The core's momentum for MindSpore's ``momentum``: the document's Difference 3.
+
+    MindSpore updates ``moving = momentum * moving + (1 - momentum) * batch``;
+    :func:`bn3d.functional.native_batch_norm`, like torch, updates
+    ``running = (1 - m) * running + m * batch``. So ``m = 1 - momentum``:
+    MindSpore computes the same value and keeps it as ``bn2d.momentum``, and
+    its repr prints ``1.0 - bn2d.momentum``.
+
+    Parameters
+    ----------
+    momentum : float
+        MindSpore's momentum, in [0, 1].
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> from bn3d.mindspore_nn import torch_momentum
+    >>> torch_momentum(0.9)
+    0.09999999999999998
+    """
+    return 1.0 - momentum
+
+
+def _float32(value: Any) -> np.float32:
+    with np.errstate(over="ignore"):
+        return np.float32(value)
+
+
+def _cpp_float(value: Any) -> str:
+    """A number as MindSpore's C++ messages print it (six significant digits)."""
+    return format(float(value), "g")
+
+
+def _signature_type_name(value: Any) -> str:
+    """The type of an argument as MindSpore's 'Failed calling' message names it."""
+    if value is None:
+        return "None"
+    if isinstance(value, (list, tuple)):
+        kind = "List" if isinstance(value, list) else "Tuple"
+        return f"{kind}<{', '.join(_signature_type_name(item) for item in value)}>"
+    return _SIGNATURE_NAMES.get(type(value), str(type(value)))
+
+
+def _check_epsilon_type(epsilon: Any) -> None:
+    if not isinstance(epsilon, (float, np.floating)):
+        raise TypeError(
+            'Failed calling BatchNorm with "BatchNorm(is_training=bool, '
+            f"epsilon={_signature_type_name(epsilon)}, momentum=float, data_format=string)"
+            '(input_x=Tensor, scale=Tensor, bias=Tensor, mean=Tensor, variance=Tensor)".\n'
+            "The valid calling should be: \n"
+            '"BatchNorm(is_training=<bool>, epsilon=<float>, momentum=<float>, '
+            "data_format=<string>)(input_x=<Tensor>, scale=<Tensor>, bias=<Tensor>, "
+            'mean=<Tensor>, variance=<Tensor>)".'
+        )
+
+
+def _promoted(first: np.dtype, second: np.dtype) -> np.dtype:
+    rank_first, rank_second = _KIND_RANK[first.kind], _KIND_RANK[second.kind]
+    if rank_first != rank_second and min(rank_first, rank_second) < 2:
+        return first if rank_first > rank_second else second
+    return np.promote_types(first, second)
+
+
+def _check_convertible(first: np.dtype, second: np.dtype) -> None:
+    """MindSpore's training primitive wants each pair (scale, bias), (mean, variance) of one
+    dtype, and refuses to convert a Parameter to the promoted one."""
+    if first == second:
+        return
+    target = _promoted(first, second)
+    source = first if first != target else second
+    raise TypeError(
+        "Data type conversion is not supported for a 'Parameter', nor for the input tensor of "
+        f"an in-place operator, so data type {type_name(source)}, which cannot be converted to "
+        f"data type {type_name(target)} automatically."
+    )
+
+
+def _input_array(x: Any) -> np.ndarray:
+    array = tensor_data(x)
+    if array is None:
+        raise TypeError(f"For primitive[Shape], the input argument must be Tensor, but got "
+                        f"{type(x)}.")
+    return array
+
+
+class _CallRecord(NamedTuple):
+    """What :meth:`BatchNorm3d.backward` needs from the most recent call."""
+
+    input: np.ndarray
+    gamma: np.ndarray  # the float32 copy that normalised: later changes do not leak in
+    gamma_dtype: np.dtype
+    beta_dtype: np.dtype
+    used_batch_statistics: bool
+    epsilon: float
+    save_mean: np.ndarray
+    save_invstd: np.ndarray
+
+
+class _BatchNorm2d:
+    """The ``bn2d`` sub-cell of :class:`BatchNorm3d` (MindSpore's ``BatchNorm2d``).
+
+    It owns the hyper-parameters and the parameters, checks a call as
+    MindSpore's BatchNorm primitive does and normalises through
+    :func:`bn3d.functional.native_batch_norm`. Its attributes are MindSpore's:
+    ``num_features``, ``eps``, ``momentum`` (which holds ``1 - momentum``, see
+    :func:`torch_momentum`), ``use_batch_statistics`` and ``training``. As in
+    MindSpore, ``eps`` and ``momentum`` are captured by the cell's primitives
+    when it is built: assigning them later changes the repr only, while
+    ``use_batch_statistics`` and ``training`` are read at every call.
+    """
+
+    def __init__(
+        self,
+        num_features: Any,
+        eps: Any,
+        momentum: Any,
+        affine: Any,
+        gamma_init: Any,
+        beta_init: Any,
+        moving_mean_init: Any,
+        moving_var_init: Any,
+        use_batch_statistics: Any,
+        dtype: Any,
+    ) -> None:
+        if isinstance(num_features, bool) or not isinstance(num_features, int):
+            raise TypeError("For 'BatchNorm2d', the type of 'num_features' should be 'int', but "
+                            f"got type '{type(num_features).__name__}'.")
+        if num_features < 1:
+            raise ValueError("For 'BatchNorm2d', the 'num_features' must be at least 1, but got "
+                             f"{num_features}.")
+        if momentum < 0 or momentum > 1:
+            raise ValueError("For 'BatchNorm2d', the 'momentum' must be a number in range [0, 1], "
+                             f"but got {momentum}.")
+        if use_batch_statistics is not None and not isinstance(use_batch_statistics, bool):
+            raise ValueError("For 'BatchNorm2d', the 'use_batch_statistics' must be a boolean "
+                             f"value or None, but got {use_batch_statistics}.")
+        self.num_features = num_features
+        self.eps = eps
+        self.use_batch_statistics = use_batch_statistics
+        self.training = False
+        # Created in MindSpore's order, which is also the order its errors come in.
+        self._moving_mean = Parameter(initializer(moving_mean_init, num_features, dtype),
+                                      "bn2d.moving_mean", False)
+        self._moving_variance = Parameter(initializer(moving_var_init, num_features, dtype),
+                                          "bn2d.moving_variance", False)
+        self._gamma = Parameter(initializer(gamma_init, num_features, dtype), "bn2d.gamma",
+                                affine)
+        self._beta = Parameter(initializer(beta_init, num_features, dtype), "bn2d.beta", affine)
+        self.momentum = torch_momentum(momentum)
+        self._primitive_epsilon = eps
+        self._primitive_momentum = self.momentum
+
+    @property
+    def gamma(self) -> Parameter:
+        """The scale, ``bn2d.gamma``; trainable if ``affine``."""
+        return self._gamma
+
+    @property
+    def beta(self) -> Parameter:
+        """The shift, ``bn2d.beta``; trainable if ``affine``."""
+        return self._beta
+
+    @property
+    def moving_mean(self) -> Parameter:
+        """The moving mean, ``bn2d.moving_mean``; never trainable."""
+        return self._moving_mean
+
+    @property
+    def moving_variance(self) -> Parameter:
+        """The moving variance, ``bn2d.moving_variance``; never trainable."""
+        return self._moving_variance
+
+    def parameters(self) -> tuple[Parameter, Parameter, Parameter, Parameter]:
+        """The parameters in MindSpore's order: moving mean, moving variance, gamma, beta."""
+        return self._moving_mean, self._moving_variance, self._gamma, self._beta
+
+    def __repr__(self) -> str:
+        return (f"BatchNorm2d(num_features={self.num_features}, eps={self.eps}, "
+                f"momentum={1.0 - self.momentum}, gamma={self._gamma}, beta={self._beta}, "
+                f"moving_mean={self._moving_mean}, moving_variance={self._moving_variance})")
+
+    def uses_batch_statistics(self) -> bool:
+        """Whether a call now normalises with (and tracks) batch statistics."""
+        if self.use_batch_statistics is None:
+            return bool(self.training)
+        return bool(self.use_batch_statistics)
+
+    def _check_call(self, x: np.ndarray, arrays: dict[str, np.ndarray], uses_batch: bool) -> None:
+        """Raise what MindSpore's BatchNorm primitive raises for this call, in its order."""
+        _check_epsilon_type(self._primitive_epsilon)
+        if uses_batch:
+            _check_convertible(arrays["scale"].dtype, arrays["bias"].dtype)
+            _check_convertible(arrays["mean"].dtype, arrays["variance"].dtype)
+        epsilon = _float32(self._primitive_epsilon)
+        if not 0 < epsilon <= 1:
+            raise ValueError(f"For primitive[BatchNorm], the eps must be in (0,1], but got "
+                             f"{_cpp_float(epsilon)}.")
+        if uses_batch and not 0 <= self._primitive_momentum <= 1:
+            raise ValueError(f"For primitive[BatchNorm], the momentum must be in (0,1], but got "
+                             f"{_cpp_float(self._primitive_momentum)}.")
+        for name, array in arrays.items():
+            if array.ndim != 1:
+                raise ValueError(f"For primitive[BatchNorm], the rank of {name} must be equal "
+                                 f"to 1, but got {array.ndim}.")
+        scale_size, bias_size, mean_size, variance_size = (a.shape[0] for a in arrays.values())
+        if scale_size != bias_size:
+            raise ValueError(f"For primitive[BatchNorm], the scale and bias: [{scale_size},] "
+                             f"must be equal to [{bias_size},]")
+        if scale_size != x.shape[1]:
+            raise ValueError("For BatchNorm, scale.shape[0] should be equal to input_x's channel "
+                             f"dimension: {x.shape[1]}, bug got scale.shape[0]: {scale_size}.")
+        if not scale_size == mean_size == variance_size:
+            raise ValueError("For 'BatchNorm', 'scale', 'bias', 'mean', and 'variance' should "
+                             f"have the same size during training, but got {scale_size}, "
+                             f"{bias_size}, {mean_size} and {variance_size}.")
+        if x.dtype not in _PRIMITIVE_FLOATS:
+            raise TypeError("For primitive[BatchNorm], the input argument[input_x] must be a "
+                            f"type of {_PRIMITIVE_FLOAT_NAMES}, but got "
+                            f"Tensor[{type_name(x.dtype)}].")
+        if len({array.dtype for array in arrays.values()}) > 1:
+            raise TypeError("For primitive[BatchNorm], the input type must be same.\n" + "\n".join(
+                f"name:[{name}]:Ref[Tensor[{type_name(arrays[name].dtype)}]]."
+                for name in sorted(arrays)))
+        if arrays["bias"].dtype not in _PRIMITIVE_FLOATS:
+            raise TypeError("For primitive[BatchNorm], the input argument[bias] must be a type "
+                            f"of {_PRIMITIVE_FLOAT_NAMES}, but got "
+                            f"Ref[Tensor[{type_name(arrays['bias'].dtype)}]].")
+
+    def normalise(self, x: np.ndarray) -> tuple[np.ndarray, _CallRecord]:
+        """Check and normalise ``x`` (N, C, ...); update the moving statistics if batch
+        statistics normalise. The caller holds the cell's lock."""
+        uses_batch = self.uses_batch_statistics()
+        # The parameters' arrays, read once: a concurrent set_data (which replaces
+        # a parameter's array) then simply comes after this call.
+        arrays = dict(zip(_PRIMITIVE_PARAMETERS, (self._gamma.asnumpy(), self._beta.asnumpy(),
+                                                  self._moving_mean.asnumpy(),
+                                                  self._moving_variance.asnumpy())))
+        self._check_call(x, arrays, uses_batch)
+        epsilon = float(_float32(self._primitive_epsilon))
+        # float32 copies: the core computes float16 data in float32 anyway, and a
+        # failure inside it cannot leave a parameter half-updated.
+        gamma, beta, mean, variance = (np.array(array, dtype=np.float32)
+                                       for array in arrays.values())
+        output, save_mean, save_invstd = native_batch_norm(
+            x, gamma, beta, mean, variance, uses_batch, self._primitive_momentum, epsilon)
+        # MindSpore 2.10's CPU kernel updates float32 moving statistics only: with
+        # float16 parameters it normalises with the batch statistics and leaves
+        # the moving ones as they were.
+        if uses_batch and arrays["mean"].dtype == np.float32:
+            arrays["mean"][...] = mean
+            arrays["variance"][...] = variance
+        record = _CallRecord(
+            input=x, gamma=gamma, gamma_dtype=self._gamma.dtype, beta_dtype=self._beta.dtype,
+            used_batch_statistics=uses_batch, epsilon=epsilon, save_mean=save_mean,
+            save_invstd=save_invstd,
+        )
+        return output, record
+
+
+class BatchNorm3d:
+    """Batch normalisation over 5-D data ``(N, C, D, H, W)``, as ``mindspore.nn.BatchNorm3d``.
+
+    ``y = (x - mean) / sqrt(var + eps) * gamma + beta`` per channel, with the
+    batch mean and biased variance, or the moving ones (see
+    ``use_batch_statistics``). Batch statistics update the moving ones:
+    ``moving = momentum * moving + (1 - momentum) * batch``, with the unbiased
+    batch variance. A new cell is in inference mode: call :meth:`set_train`
+    to train.
+
+    Parameters
+    ----------
+    num_features : int
+        C, the number of channels (at least 1).
+    eps : float, default 1e-5
+        Added to the variance. Like MindSpore, the cell checks it at every
+        call, not when built: a float in (0, 1] (as float32).
+    momentum : float, default 0.9
+        The weight of the moving statistics in their update, in [0, 1] (torch's
+        momentum is ``1 - momentum``: :func:`torch_momentum`).
+    affine : bool, default True
+        Whether gamma and beta are trainable. With False they are kept and
+        still applied (unlike torch), only not trainable.
+    gamma_init, beta_init, moving_mean_init, moving_var_init : initialiser
+        Defaults ``'ones'``, ``'zeros'``, ``'zeros'``, ``'ones'``. A name
+        (case-insensitive: ``'ones'``/``'One'``, ``'zeros'``/``'Zero'``,
+        ``'normal'``, ``'uniform'``, ``'truncatedNormal'``), a number, an array
+        of shape (C,) (copied; its dtype overrides ``dtype``) or an
+        :class:`Initializer` (:class:`Normal`, :class:`Uniform`,
+        :class:`TruncatedNormal`, :class:`Constant`, :class:`One`,
+        :class:`Zero`). Random ones follow :func:`set_seed`.
+    use_batch_statistics : bool or None, default None
+        None: batch statistics in training mode, moving ones in inference
+        mode. True: batch statistics (updating the moving ones) in both modes.
+        False: moving statistics, never updated.
+    dtype : numpy or MindSpore dtype, default numpy.float32
+        The parameters' dtype. MindSpore computes with float16 or float32
+        parameters only: others raise when the cell is called. As in
+        MindSpore 2.10 on CPU, float16 moving statistics are never updated.
+
+    Attributes
+    ----------
+    bn2d
+        The sub-cell holding the parameters and the hyper-parameters
+        (``bn2d.eps``, ``bn2d.momentum`` = ``1 - momentum``,
+        ``bn2d.use_batch_statistics``, ``bn2d.training``).
+    gamma, beta, moving_mean, moving_variance : Parameter
+        ``bn2d``'s parameters, named ``bn2d.gamma``, ...
+    training : bool
+        False for a new cell; see :meth:`set_train`.
+
+    Raises
+    ------
+    TypeError, ValueError
+        MindSpore's errors and messages, for ``num_features``, ``momentum``,
+        ``use_batch_statistics``, ``affine`` and the initialisers.
+
+    Notes
+    -----
+    The module docstring of :mod:`bn3d.mindspore_nn` lists the deliberate
+    differences from MindSpore.
+
+    Examples
+    --------
+    The document's example (the repr is one long line, wrapped here):
+
+    >>> import numpy as np
+    >>> from bn3d.mindspore_nn import BatchNorm3d
+    >>> m = BatchNorm3d(num_features=2, momentum=0.9)
+    >>> m.set_train()
+    BatchNorm3d(
+      (bn2d): BatchNorm2d(num_features=2, eps=1e-05, momentum=0.9,
+        gamma=Parameter (name=bn2d.gamma, shape=(2,), dtype=Float32, requires_grad=True),
+        beta=Parameter (name=bn2d.beta, shape=(2,), dtype=Float32, requires_grad=True),
+        moving_mean=Parameter (name=bn2d.moving_mean, shape=(2,), dtype=Float32,
+        requires_grad=False), moving_variance=Parameter (name=bn2d.moving_variance,
+        shape=(2,), dtype=Float32, requires_grad=False))
+    )
+    >>> input_x = np.array([[[[[0.1, 0.2], [0.3, 0.4]]],
+    ...                      [[[0.9, 1], [1.1, 1.2]]]]]).astype(np.float32)
+    >>> output = m(input_x)
+    >>> output[0, 1].ravel()
+    array([-1.3411044, -0.4470348,  0.4470348,  1.3411044], dtype=float32)
+    >>> m.moving_mean.asnumpy(), m.moving_variance.asnumpy()
+    (array([0.025, 0.105], dtype=float32), array([0.90166664, 0.90166664], dtype=float32))
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float = 0.9,
+        affine: bool = True,
+        gamma_init: Any = "ones",
+        beta_init: Any = "zeros",
+        moving_mean_init: Any = "zeros",
+        moving_var_init: Any = "ones",
+        use_batch_statistics: bool | None = None,
+        dtype: Any = np.float32,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._last_call = threading.local()  # .record: each thread's most recent call
+        self.training = False
+        self.bn2d = _BatchNorm2d(num_features, eps, momentum, affine, gamma_init, beta_init,
+                                 moving_mean_init, moving_var_init, use_batch_statistics, dtype)
+
+    # -- copying and pickling: the lock and the call records are not state --
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_lock"], state["_last_call"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._last_call = threading.local()
+
+    def __repr__(self) -> str:
+        return f"BatchNorm3d(\n  (bn2d): {self.bn2d!r}\n)"
+
+    @property
+    def gamma(self) -> Parameter:
+        """``bn2d.gamma``, the scale."""
+        return self.bn2d.gamma
+
+    @property
+    def beta(self) -> Parameter:
+        """``bn2d.beta``, the shift."""
+        return self.bn2d.beta
+
+    @property
+    def moving_mean(self) -> Parameter:
+        """``bn2d.moving_mean``."""
+        return self.bn2d.moving_mean
+
+    @property
+    def moving_variance(self) -> Parameter:
+        """``bn2d.moving_variance``."""
+        return self.bn2d.moving_variance
+
+    def get_parameters(self) -> Iterator[Parameter]:
+        """The parameters in MindSpore's order: moving mean, moving variance, gamma, beta.
+
+        Returns
+        -------
+        iterator of Parameter
+
+        Examples
+        --------
+        >>> from bn3d.mindspore_nn import BatchNorm3d
+        >>> [p.name for p in BatchNorm3d(2).get_parameters()]
+        ['bn2d.moving_mean', 'bn2d.moving_variance', 'bn2d.gamma', 'bn2d.beta']
+        """
+        yield from self.bn2d.parameters()
+
+    def parameters_dict(self) -> OrderedDict[str, Parameter]:
+        """The parameters by name, in the order of :meth:`get_parameters`.
+
+        Returns
+        -------
+        collections.OrderedDict
+
+        Examples
+        --------
+        >>> from bn3d.mindspore_nn import BatchNorm3d
+        >>> BatchNorm3d(2).parameters_dict()["bn2d.gamma"]
+        Parameter (name=bn2d.gamma, shape=(2,), dtype=Float32, requires_grad=True)
+        """
+        return OrderedDict((parameter.name, parameter) for parameter in self.get_parameters())
+
+    def trainable_params(self) -> list[Parameter]:
+        """The parameters that require gradients, in the order of :meth:`get_parameters`.
+
+        Returns
+        -------
+        list of Parameter
+
+        Examples
+        --------
+        >>> from bn3d.mindspore_nn import BatchNorm3d
+        >>> [p.name for p in BatchNorm3d(2).trainable_params()]
+        ['bn2d.gamma', 'bn2d.beta']
+        >>> BatchNorm3d(2, affine=False).trainable_params()
+        []
+        """
+        return [parameter for parameter in self.get_parameters() if parameter.requires_grad]
+
+    def set_train(self, mode: bool = True) -> BatchNorm3d:
+        """Set training mode (``mode`` true) or inference mode, here and in ``bn2d``.
+
+        As in MindSpore, ``mode`` is stored as given and used for its truth value.
+
+        Parameters
+        ----------
+        mode : bool, default True
+
+        Returns
+        -------
+        BatchNorm3d
+            The cell itself.
+
+        Examples
+        --------
+        >>> from bn3d.mindspore_nn import BatchNorm3d
+        >>> cell = BatchNorm3d(2)
+        >>> cell.training, cell.set_train().training, cell.set_train(False).bn2d.training
+        (False, True, False)
+        """
+        with self._lock:
+            self.training = mode
+            self.bn2d.training = mode
+        return self
+
+    def __call__(self, x: Any) -> np.ndarray:
+        return self.construct(x)
+
+    def construct(self, x: Any) -> np.ndarray:
+        """Normalise ``x`` as ``mindspore.nn.BatchNorm3d`` does.
+
+        Batch statistics normalise, and update the moving statistics in place,
+        in training mode (``use_batch_statistics=None``) or always
+        (``use_batch_statistics=True``); otherwise the moving statistics
+        normalise. A call that raises changes nothing; calls from several
+        threads are serialised.
+
+        Parameters
+        ----------
+        x : array_like
+            Data of shape ``(N, C, D, H, W)``, float16 or float32: a numpy array,
+            a MindSpore Tensor, or anything with ``__array__`` or ``__dlpack__``.
+
+        Returns
+        -------
+        numpy.ndarray
+            A new array with the input's shape and dtype.
+
+        Raises
+        ------
+        TypeError, ValueError
+            MindSpore's errors and messages, e.g. ``For 'BatchNorm3d', the
+            in_shape must have 5 dims, but got 4.``
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from bn3d.mindspore_nn import BatchNorm3d
+        >>> cell = BatchNorm3d(1, moving_mean_init=1.0, moving_var_init=4.0)
+        >>> cell(np.array([1.0, 3.0], np.float32).reshape(2, 1, 1, 1, 1)).ravel()
+        array([0.        , 0.99999875], dtype=float32)
+        """
+        array = _input_array(x)
+        if array.ndim != 5:
+            raise ValueError(f"For 'BatchNorm3d', the in_shape must have 5 dims, but got "
+                             f"{array.ndim}.")
+        with self._lock:
+            output, record = self.bn2d.normalise(array)
+        self._last_call.record = record
+        return output
+
+    def backward(self, grad_output: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Gradients of this thread's most recent call with respect to x, gamma and beta.
+
+        They are what ``mindspore.grad`` gives for that call: through the batch
+        statistics if it used them, through the fixed moving statistics
+        otherwise, with gamma as it was at that call. The cell keeps a
+        reference to that call's input until this thread's next call: do not
+        modify it in place before calling this.
+
+        Parameters
+        ----------
+        grad_output : array_like
+            The gradient of the loss with respect to the call's output: its
+            shape; cast to the output's dtype.
+
+        Returns
+        -------
+        grad_x : numpy.ndarray
+            The input's shape and dtype.
+        grad_gamma, grad_beta : numpy.ndarray
+            Shape (C,), in gamma's and beta's dtypes; computed even when they
+            are not trainable.
+
+        Raises
+        ------
+        RuntimeError
+            If this thread has not called the cell yet.
+        ValueError, TypeError
+            If ``grad_output`` has another shape, or is not real numbers.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from bn3d.mindspore_nn import BatchNorm3d
+        >>> cell = BatchNorm3d(1).set_train()
+        >>> y = cell(np.array([1.0, 3.0, 5.0, 7.0], np.float32).reshape(2, 1, 2, 1, 1))
+        >>> grad_x, grad_gamma, grad_beta = cell.backward(np.ones_like(y))
+        >>> bool(np.abs(grad_x).max() < 1e-6), grad_beta
+        (True, array([4.], dtype=float32))
+        """
+        record = getattr(self._last_call, "record", None)
+        if record is None:
+            raise RuntimeError("backward() needs a call first: this cell has not normalised any "
+                               "input in this thread yet")
+        g = as_array(grad_output)
+        if g.shape != record.input.shape:
+            raise ValueError(f"grad_output has shape {g.shape}, but the most recent call's "
+                             f"output has shape {record.input.shape}")
+        if g.dtype.kind not in "biuf":
+            raise TypeError(f"grad_output must hold real numbers, not {g.dtype}")
+        grad_x, grad_gamma, grad_beta = batch_norm_backward(
+            g.astype(record.input.dtype, copy=False), record.input, None, None, record.gamma,
+            record.used_batch_statistics, record.epsilon,
+            save_mean=record.save_mean, save_invstd=record.save_invstd,
+        )
+        return grad_x, grad_gamma.astype(record.gamma_dtype), grad_beta.astype(record.beta_dtype)
