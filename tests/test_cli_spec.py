@@ -1,0 +1,69 @@
+"""``bn3d verify`` and ``bn3d example``: the spec replayed from the command line."""
+
+from __future__ import annotations
+
+import pytest
+
+import bn3d.torch_nn
+from bn3d._targets import TargetUnavailable
+from bn3d.cli import main
+from bn3d.spec import load_spec
+
+
+def test_verify_prints_a_table_and_a_summary_line_last(capsys):
+    status = main(["verify", "--target", "torch-facade"])
+    lines = capsys.readouterr().out.splitlines()
+    ids = [entry.id for entry in load_spec()]
+    assert status == 0
+    assert lines[0].split() == ["entry", "torch-facade"]
+    assert lines[1].split() == ["signature-pytorch", "pass"]
+    assert [line.split()[0] for line in lines[1:1 + len(ids)]] == ids
+    assert lines[-1].startswith(f"{len(ids)} entries x 1 target(s): ")
+    assert " 0 fail, " in lines[-1]
+
+
+def test_verify_all_has_a_column_per_target(capsys):
+    main(["verify"])
+    header = capsys.readouterr().out.splitlines()[0]
+    assert header.split() == ["entry", "torch-facade", "mindspore-facade", "torch", "mindspore"]
+
+
+class TorchStartingInEval(bn3d.torch_nn.BatchNorm3d):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.eval()
+
+
+def test_verify_exits_1_and_says_what_failed(monkeypatch, capsys):
+    monkeypatch.setattr(bn3d.torch_nn, "BatchNorm3d", TorchStartingInEval)
+    status = main(["verify", "--target", "torch-facade"])
+    out = capsys.readouterr().out
+    assert status == 1
+    assert ("FAIL difference-2-pytorch-trains-by-default [torch-facade] new-module-trains: "
+            "torch-facade training is False, expected True") in out
+    assert " 0 fail, " not in out.splitlines()[-1]
+
+
+def test_verify_rejects_an_unknown_target(capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["verify", "--target", "tensorflow"])
+    assert caught.value.code == 2
+
+
+def test_example_prints_outputs_beside_the_documented_ones(capsys):
+    pytest.importorskip("bn3d.mindspore_nn")
+    status = main(["example"])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "-1.3411034" in out and "-1.3411039" in out  # the two documented channel-1 values
+    assert "largest difference between the facades:" in out
+    assert out.splitlines()[-1] == "example-outputs/side-by-side: pass"
+
+
+def test_example_without_a_facade_says_why(monkeypatch, capsys):
+    def unavailable(target):
+        raise TargetUnavailable(f"{target} is not here")
+
+    monkeypatch.setattr("bn3d.spec.open_side", unavailable)
+    assert main(["example"]) == 1
+    assert capsys.readouterr().out == "cannot run the example: torch-facade is not here\n"
