@@ -129,21 +129,21 @@ cdef extern from *:
         }                                                                      \
     }
 
-    /* out = ((g - grad_mean) - ((x - mean_hi) - mean_lo) * coefficient) * scale. */
+    /* out = ((g - offset) - (x - mean_hi) * coefficient) * scale (the caller
+       folds the low part of the mean into offset). */
     #define BN3D_GRAD_INPUT(NAME, T)                                             \
     BN3D_CLONES static void NAME(const T *g, Py_ssize_t g_stride, const T *x,   \
                                  Py_ssize_t x_stride, T *out,                   \
                                  Py_ssize_t out_stride, Py_ssize_t rows,        \
-                                 Py_ssize_t size, T mean_hi, T mean_lo,         \
-                                 T grad_mean, T coefficient, T scale) {         \
+                                 Py_ssize_t size, T mean_hi, T offset,          \
+                                 T coefficient, T scale) {                      \
         Py_ssize_t r, i;                                                       \
         for (r = 0; r < rows; r++) {                                           \
             const T *gr = g + r * g_stride;                                    \
             const T *xr = x + r * x_stride;                                    \
             T *outr = out + r * out_stride;                                    \
             for (i = 0; i < size; i++)                                         \
-                outr[i] = ((gr[i] - grad_mean)                                 \
-                           - ((xr[i] - mean_hi) - mean_lo) * coefficient)      \
+                outr[i] = ((gr[i] - offset) - (xr[i] - mean_hi) * coefficient) \
                           * scale;                                             \
         }                                                                      \
     }
@@ -249,9 +249,10 @@ cdef extern from *:
         *dot_out = dot + bn3d_lanes_sum(p0, p1, p2, p3);
     }
 
-    /* float data: sum(g) and sum(g * ((x - mean_hi) - mean_lo)) with the
-       products and runs of 8 vector steps (128 elements) in float, each run
-       flushed into double lanes; the lanes keep the 16-lane order above. */
+    /* float data: sum(g) and sum(g * (x - mean)). The products g * (x - mean_hi)
+       and runs of 8 vector steps (128 elements, across rows) are summed in float,
+       each run flushed into double lanes that keep the 16-lane order above; the
+       low part of the mean enters as - mean_lo * sum(g), in double. */
     typedef float bn3d_v8f __attribute__((vector_size(32)));
     #define BN3D_RUN 128
     BN3D_INLINE bn3d_v8f bn3d_load8(const float *p) {
@@ -272,39 +273,44 @@ cdef extern from *:
             Py_ssize_t rows, Py_ssize_t size, double mean,
             double *sum_out, double *dot_out) {
         const float mean_hi = (float)mean;
-        const float mean_lo = (float)(mean - (double)mean_hi);
+        const double mean_lo = mean - (double)mean_hi;
         bn3d_v4d s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
         bn3d_v4d p0 = {0}, p1 = {0}, p2 = {0}, p3 = {0};
-        bn3d_v8f sum_a, sum_b, dot_a, dot_b, g_a, g_b;
-        Py_ssize_t r, i, end, full = size - size % 16;
+        bn3d_v8f sum_a = {0}, sum_b = {0}, dot_a = {0}, dot_b = {0}, g_a, g_b;
+        Py_ssize_t r, i, in_run = 0, full = size - size % 16;
         double sum = 0, dot = 0;
         for (r = 0; r < rows; r++) {
             const float *gr = g + r * g_stride;
             const float *xr = x + r * x_stride;
-            i = 0;
-            while (i < full) {
-                end = i + BN3D_RUN < full ? i + BN3D_RUN : full;
-                sum_a = sum_b = dot_a = dot_b = (bn3d_v8f){0};
-                for (; i < end; i += 16) {
-                    g_a = bn3d_load8(gr + i);
-                    g_b = bn3d_load8(gr + i + 8);
-                    sum_a += g_a;
-                    sum_b += g_b;
-                    dot_a += g_a * ((bn3d_load8(xr + i) - mean_hi) - mean_lo);
-                    dot_b += g_b * ((bn3d_load8(xr + i + 8) - mean_hi) - mean_lo);
+            for (i = 0; i < full; i += 16) {
+                g_a = bn3d_load8(gr + i);
+                g_b = bn3d_load8(gr + i + 8);
+                sum_a += g_a;
+                sum_b += g_b;
+                dot_a += g_a * (bn3d_load8(xr + i) - mean_hi);
+                dot_b += g_b * (bn3d_load8(xr + i + 8) - mean_hi);
+                in_run += 16;
+                if (in_run == BN3D_RUN) {
+                    bn3d_flush(sum_a, &s0, &s1);
+                    bn3d_flush(sum_b, &s2, &s3);
+                    bn3d_flush(dot_a, &p0, &p1);
+                    bn3d_flush(dot_b, &p2, &p3);
+                    sum_a = sum_b = dot_a = dot_b = (bn3d_v8f){0};
+                    in_run = 0;
                 }
-                bn3d_flush(sum_a, &s0, &s1);
-                bn3d_flush(sum_b, &s2, &s3);
-                bn3d_flush(dot_a, &p0, &p1);
-                bn3d_flush(dot_b, &p2, &p3);
             }
             for (i = full; i < size; i++) {
                 sum += gr[i];
-                dot += (double)(gr[i] * ((xr[i] - mean_hi) - mean_lo));
+                dot += (double)(gr[i] * (xr[i] - mean_hi));
             }
         }
-        *sum_out = sum + bn3d_lanes_sum(s0, s1, s2, s3);
-        *dot_out = dot + bn3d_lanes_sum(p0, p1, p2, p3);
+        bn3d_flush(sum_a, &s0, &s1);
+        bn3d_flush(sum_b, &s2, &s3);
+        bn3d_flush(dot_a, &p0, &p1);
+        bn3d_flush(dot_b, &p2, &p3);
+        sum += bn3d_lanes_sum(s0, s1, s2, s3);
+        *sum_out = sum;
+        *dot_out = (dot + bn3d_lanes_sum(p0, p1, p2, p3)) - mean_lo * sum;
     }
     """
     void bn3d_affine_float(const float *x, Py_ssize_t x_stride, float *y, Py_ssize_t y_stride,
@@ -315,13 +321,12 @@ cdef extern from *:
                             double scale, double shift) noexcept nogil
     void bn3d_grad_input_float(const float *g, Py_ssize_t g_stride, const float *x,
                                Py_ssize_t x_stride, float *out, Py_ssize_t out_stride,
-                               Py_ssize_t rows, Py_ssize_t size, float mean_hi, float mean_lo,
-                               float grad_mean, float coefficient, float scale) noexcept nogil
+                               Py_ssize_t rows, Py_ssize_t size, float mean_hi, float offset,
+                               float coefficient, float scale) noexcept nogil
     void bn3d_grad_input_double(const double *g, Py_ssize_t g_stride, const double *x,
                                 Py_ssize_t x_stride, double *out, Py_ssize_t out_stride,
                                 Py_ssize_t rows, Py_ssize_t size, double mean_hi,
-                                double mean_lo, double grad_mean, double coefficient,
-                                double scale) noexcept nogil
+                                double offset, double coefficient, double scale) noexcept nogil
     void bn3d_moments_float(const float *x, Py_ssize_t stride, Py_ssize_t rows, Py_ssize_t size,
                             double *mean, double *m2) noexcept nogil
     void bn3d_moments_double(const double *x, Py_ssize_t stride, Py_ssize_t rows,
@@ -595,7 +600,11 @@ cdef inline void affine_block(const Block *block,
                               const floating *x, Py_ssize_t x_batch_stride,
                               floating *y, Py_ssize_t y_batch_stride,
                               double mean, double scale, double shift) noexcept nogil:
-    """y = (x - mean) * scale + shift in the data's precision, mean split in two."""
+    """y = (x - mean) * scale + shift in the data's precision.
+
+    The mean is split as ``mean_hi + mean_lo`` with ``mean_hi`` in the data's
+    precision, so ``x - mean_hi`` is accurate even where ``|mean| >> std``.
+    """
     cdef floating mean_hi = <floating>mean
     cdef floating mean_lo = <floating>(mean - <double>mean_hi)
     cdef const floating *x_start = x + offset(block, x_batch_stride)
@@ -615,22 +624,23 @@ cdef inline void grad_input_block(const Block *block,
                                   const ChannelConstants *k) noexcept nogil:
     """grad_input = (g - mean(g) - (x - mean) * invstd**2 * mean(g * (x - mean))) * w * invstd.
 
-    In the data's precision, the mean split in two as in ``affine_block``.
+    In the data's precision, the mean split in two as in ``affine_block``, its
+    low part folded into ``mean(g)`` (in double).
     """
     cdef floating mean_hi = <floating>k.mean
-    cdef floating mean_lo = <floating>(k.mean - <double>mean_hi)
+    cdef double mean_lo = k.mean - <double>mean_hi
     cdef const floating *g_start = g + offset(block, g_batch_stride)
     cdef const floating *x_start = x + offset(block, x_batch_stride)
     cdef floating *out_start = out + offset(block, out_batch_stride)
     if floating is float:
         bn3d_grad_input_float(g_start, g_batch_stride, x_start, x_batch_stride,
-                              out_start, out_batch_stride, block.rows, block.size,
-                              mean_hi, mean_lo, <float>k.grad_mean,
+                              out_start, out_batch_stride, block.rows, block.size, mean_hi,
+                              <float>(k.grad_mean - mean_lo * k.grad_coefficient),
                               <float>k.grad_coefficient, <float>k.scale)
     else:
         bn3d_grad_input_double(g_start, g_batch_stride, x_start, x_batch_stride,
                                out_start, out_batch_stride, block.rows, block.size,
-                               mean_hi, mean_lo, k.grad_mean, k.grad_coefficient, k.scale)
+                               mean_hi, k.grad_mean, k.grad_coefficient, k.scale)
 
 
 cdef void apply_block(Pass kind, const Geometry *geometry, Py_ssize_t index,
