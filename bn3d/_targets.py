@@ -245,19 +245,13 @@ class RealMindSporeSide(MindSporeSide):
 
 def _facade_class(module_name: str) -> type:
     """``BatchNorm3d`` of a bn3d facade module, looked up now (so tests can patch it)."""
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        if error.name != module_name:
-            raise
-        raise TargetUnavailable(f"{module_name} does not exist yet") from error
-    return module.BatchNorm3d
+    return importlib.import_module(module_name).BatchNorm3d
 
 
 def _framework(name: str) -> Any:
     try:
         return importlib.import_module(name)
-    except ImportError as error:
+    except Exception as error:  # a broken install raises OSError, RuntimeError, ...
         raise TargetUnavailable(f"{name} is not importable ({error})") from error
 
 

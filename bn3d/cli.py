@@ -13,7 +13,7 @@ import numpy as np
 from . import __version__, _kernels
 from ._targets import TARGETS, TargetUnavailable, open_side
 from ._threads import get_num_threads, openmp_enabled
-from .spec import FAIL, PASS, SKIPPED, load_spec, run_check, verify
+from .spec import FAIL, PASS, SKIPPED, SpecError, load_spec, max_error, run_check, verify
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -76,10 +76,11 @@ def _example(args: argparse.Namespace) -> int:
     for framework, target in FACADES.items():
         expected, tol = documented[framework]
         if outputs[framework] is not None:
-            error = np.max(np.abs(outputs[framework].astype(np.float64) - expected))
-            print(f"largest difference, {target} vs documented: {error:.3g} (tolerance {tol:g})")
+            error = max_error(outputs[framework], expected)
+            print(f"largest difference, {target} vs documented: {error:.3g} "
+                  f"(|a - b| / max(1, |b|); tolerance {tol:g})")
     if all(output is not None for output in outputs.values()):
-        between = np.max(np.abs(outputs["torch"].astype(np.float64) - outputs["mindspore"]))
+        between = max_error(outputs["torch"], outputs["mindspore"])
         print(f"largest difference between the facades: {between:.3g}")
     for message in result.messages:
         print(f"FAIL: {message}")
@@ -150,7 +151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``bn3d`` command; return its exit status."""
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
-    return handler(args)
+    try:
+        return handler(args)
+    except SpecError as error:
+        print(f"bn3d {args.command}: the spec is malformed: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

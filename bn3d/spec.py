@@ -47,6 +47,7 @@ __all__ = [
     "TableRow",
     "document_tables",
     "load_spec",
+    "max_error",
     "replay",
     "run_check",
     "spec_files",
@@ -58,6 +59,8 @@ SCHEMA_NAME = "schema.json"
 DEFAULT_EPS = 1e-5  # both frameworks' default
 _FRAMEWORKS = ("torch", "mindspore")
 _PAIRED_EXPECTATIONS = ("outputs_match", "running_stats_match")
+# Expectations about the steps as a whole: they need at least one step.
+_STEP_EXPECTATIONS = (*_PAIRED_EXPECTATIONS, "running_stats_follow")
 _TABLES = ("parameters", "torch-states", "mindspore-states")
 # The document's order; entries are listed in it.
 _SECTIONS = ("signature", "summary", "parameters", "difference-1", "difference-2", "difference-3",
@@ -179,8 +182,25 @@ def _error_line(file: str, document: Any, error: jsonschema.ValidationError) -> 
            f"{error.message}"
 
 
+def _ragged_arrays(value: Any, field: str) -> Iterable[str]:
+    """The fields under ``value`` holding nested lists that are not rectangular arrays."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _ragged_arrays(item, f"{field}.{key}" if field else str(key))
+    elif isinstance(value, list):
+        if any(isinstance(item, list) for item in value):
+            try:
+                np.array(value, dtype=np.float64)
+            except (ValueError, TypeError):
+                yield f"{field}: not a rectangular array of numbers"
+        else:
+            for index, item in enumerate(value):
+                yield from _ragged_arrays(item, f"{field}[{index}]")
+
+
 def _check_errors(check: Mapping[str, Any]) -> Iterable[str]:
     """``'field: problem'`` for the cross-references inside one check the schema cannot express."""
+    yield from _ragged_arrays(check, "")
     sides = set(check["sides"])
     steps = check.get("steps", [])
     inputs = check.get("inputs", {})
@@ -193,6 +213,8 @@ def _check_errors(check: Mapping[str, Any]) -> Iterable[str]:
     for index, expectation in enumerate(check["expect"]):
         ((kind, spec),) = expectation.items()
         name = f"expect[{index}].{kind}"
+        if not steps and kind in _STEP_EXPECTATIONS:
+            yield f"{name}: is about steps, and the check has none"
         if kind in _PAIRED_EXPECTATIONS and sides != set(_FRAMEWORKS):
             yield f"{name}: compares both frameworks, so the check needs both sides"
         if "side" in spec and spec["side"] not in sides:
@@ -325,8 +347,17 @@ def _normalised(x: np.ndarray, mean: np.ndarray, var: np.ndarray, scale: Any, sh
     return y
 
 
-def _max_error(actual: Any, expected: Any) -> float:
-    """max |actual - expected| / max(1, |expected|); NaN only matches NaN; inf on shape mismatch."""
+def max_error(actual: Any, expected: Any) -> float:
+    """The spec's error measure: ``max |actual - expected| / max(1, |expected|)``.
+
+    NaN only matches NaN; a shape mismatch is an infinite error.
+
+    Examples
+    --------
+    >>> from bn3d.spec import max_error
+    >>> max_error([1.0, 4.0], [1.0, 2.0])
+    1.0
+    """
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
     if actual.shape != expected.shape:
@@ -435,7 +466,9 @@ def _step(trace: _Trace, index: int, step: Mapping[str, Any], x: np.ndarray) -> 
         trace.stats_before[index] = side.running_stats()
         trace.scale_shift_before[index] = side.scale_shift()
         try:
-            trace.outputs[index] = side.forward(x, step.get("keyword", False))
+            # A copy: a side that wrote into its input would change the other side's
+            # input and the reference computed from it.
+            trace.outputs[index] = side.forward(x.copy(), step.get("keyword", False))
         except Exception as error:  # expected errors are part of the spec
             trace.errors[index] = error
         trace.stats_after[index] = side.running_stats()
@@ -544,7 +577,7 @@ class _Checker:
             if None in values:
                 return f"step {step}: {torch.side if values[0] is None else mindspore.side} " \
                        f"has no {what}"
-            errors.append(max(_max_error(a, b) for a, b in zip(*values)))
+            errors.append(max(max_error(a, b) for a, b in zip(*values)))
         label = f"{what} of {torch.side} and {mindspore.side}"
         if spec.get("holds", True):
             worst = int(np.argmax(errors))
@@ -569,7 +602,7 @@ class _Checker:
         if "dtype" in spec and output.dtype != np.dtype(spec["dtype"]):
             return f"{where}: dtype {output.dtype}, expected {spec['dtype']}"
         if "value" in spec:
-            error = _max_error(output, spec["value"])
+            error = max_error(output, spec["value"])
             if error > spec["tol"]:
                 return f"{where} differs from the expected values by {error:.3g} " \
                        f"(tol {spec['tol']:g}): got {_shown(output)}"
@@ -593,7 +626,7 @@ class _Checker:
         if wanted not in references:
             return f"{where}: has no running statistics to normalise with"
         output = trace.outputs[step]
-        errors = {stats: _max_error(output, reference) for stats, reference in references.items()}
+        errors = {stats: max_error(output, reference) for stats, reference in references.items()}
         if errors[wanted] > spec["tol"]:
             others = ", ".join(f"{stats} statistics by {error:.3g}"
                                for stats, error in errors.items() if stats != wanted)
@@ -615,8 +648,9 @@ class _Checker:
             return f"{where}: running statistics {'do not ' if stats is None else ''}exist"
         if "changed" in spec:
             before = trace.stats_before.get(moment)
-            changed = stats is not None and before is not None and any(
-                _max_error(after, old) != 0 for after, old in zip(stats, before))
+            if stats is None or before is None:
+                return f"{where}: no running statistics to compare"
+            changed = any(max_error(after, old) != 0 for after, old in zip(stats, before))
             if changed != spec["changed"]:
                 return f"{where}: running statistics {'' if changed else 'un'}changed, " \
                        f"expected {'changed' if spec['changed'] else 'unchanged'}"
@@ -624,7 +658,7 @@ class _Checker:
             if name in spec:
                 if stats is None:
                     return f"{where}: no running statistics"
-                error = _max_error(stats[index], spec[name])
+                error = max_error(stats[index], spec[name])
                 if error > spec["tol"]:
                     return f"{where}: running {name} {_shown(stats[index])}, expected " \
                            f"{spec[name]} (error {error:.3g}, tol {spec['tol']:g})"
@@ -650,7 +684,7 @@ class _Checker:
             else:
                 expected = tuple((1.0 - weight) * np.asarray(old, np.float64) + weight * new
                                  for old, new in zip(before, batch))
-            error = max(_max_error(a, e) for a, e in zip(after, expected))
+            error = max(max_error(a, e) for a, e in zip(after, expected))
             if error > spec["tol"]:
                 return (f"{trace.side} step {step}: running mean / variance "
                         f"{' / '.join(map(_shown, after))} do not follow the {framework} update "
@@ -725,10 +759,12 @@ def _equal(value: Any, expected: Any, tol: float) -> bool:
     if expected is None or isinstance(expected, (bool, str)):
         if isinstance(value, np.ndarray) and value.shape == ():
             value = value.item()
+        if isinstance(expected, bool):
+            return isinstance(value, (bool, np.bool_)) and bool(value) == expected
         return value is expected if expected is None else value == expected
     if value is None or isinstance(value, (bool, str)):
         return False
-    return _max_error(value, expected) <= tol
+    return max_error(value, expected) <= tol
 
 
 def _shown(value: Any) -> str:

@@ -44,6 +44,18 @@ def test_verify_exits_1_and_says_what_failed(monkeypatch, capsys):
     assert " 0 fail, " not in out.splitlines()[-1]
 
 
+@pytest.mark.parametrize("command", ["verify", "example"])
+def test_a_malformed_spec_is_reported_without_a_traceback(monkeypatch, tmp_path, capsys,
+                                                          command):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("- id: broken-entry\n  title: 3\n", encoding="utf-8")
+    monkeypatch.setattr("bn3d.spec.spec_files", lambda: [broken])
+    assert main([command]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"bn3d {command}: the spec is malformed: ")
+    assert "broken.yaml: entry 'broken-entry': field " in error
+
+
 def test_verify_rejects_an_unknown_target(capsys):
     with pytest.raises(SystemExit) as caught:
         main(["verify", "--target", "tensorflow"])
@@ -51,7 +63,6 @@ def test_verify_rejects_an_unknown_target(capsys):
 
 
 def test_example_prints_outputs_beside_the_documented_ones(capsys):
-    pytest.importorskip("bn3d.mindspore_nn")
     status = main(["example"])
     out = capsys.readouterr().out
     assert status == 0

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import bn3d.mindspore_nn
 import bn3d.spec as spec
 import bn3d.torch_nn
 
@@ -203,6 +204,25 @@ def test_paired_expectation_needs_both_sides(tmp_path):
     assert "field checks[0].expect[0].outputs_match: compares both frameworks" in message
 
 
+def test_ragged_array_names_the_field(tmp_path):
+    def change(entry):
+        entry["checks"][0]["inputs"] = {"x": {"value": [[[[[1.0, 2.0]]], [[[3.0]]]]]}}
+
+    message = spec_error(tmp_path, change)
+    assert "field checks[0].inputs.x.value: not a rectangular array of numbers" in message
+
+
+def test_expectation_about_steps_needs_steps(tmp_path):
+    def change(entry):
+        del entry["checks"][0]["steps"]
+        entry["checks"][0]["expect"] = [
+            {"running_stats_follow": {"side": "torch", "momentum": 0.1, "tol": 1e-6}}]
+
+    message = spec_error(tmp_path, change)
+    assert "field checks[0].expect[0].running_stats_follow: is about steps, and the check has " \
+           "none" in message
+
+
 def test_reference_entry_must_not_quote_the_document(tmp_path):
     def change(entry):
         entry.update(source="reference", section="reference")
@@ -287,6 +307,27 @@ def test_replay_fails_when_inputs_cannot_tell_the_statistics_apart():
         "torch-facade step 0: the inputs do not tell batch from running statistics apart",)
 
 
+class TorchTrainingAsAnInt(bn3d.torch_nn.BatchNorm3d):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.training = 1
+
+
+def test_replay_wants_a_bool_where_the_spec_says_true(monkeypatch):
+    monkeypatch.setattr(bn3d.torch_nn, "BatchNorm3d", TorchTrainingAsAnInt)
+    result = run_probe({})
+    assert result.status == spec.FAIL
+    assert "training is 1, expected True" in result.messages[0]
+
+
+def test_replay_fails_when_unchanged_statistics_are_missing():
+    result = run_probe({
+        "sides": {"torch": {"kwargs": {"num_features": 2, "track_running_stats": False}}},
+        "expect": [{"running_stats": {"side": "torch", "at": 0, "changed": False}}]})
+    assert result.status == spec.FAIL
+    assert "no running statistics to compare" in result.messages[0]
+
+
 def test_absent_framework_is_skipped(monkeypatch):
     monkeypatch.setitem(sys.modules, "mindspore", None)
     result = spec.replay(BY_ID["signature-mindspore"], "mindspore")
@@ -334,7 +375,7 @@ def test_broken_torch_facade_fails_the_replay(monkeypatch, broken, entry_id, sym
 
 @pytest.fixture
 def mindspore_nn():
-    return pytest.importorskip("bn3d.mindspore_nn")
+    return bn3d.mindspore_nn
 
 
 def test_mindspore_facade_with_torchs_momentum_fails_the_relation(monkeypatch, mindspore_nn):
