@@ -36,16 +36,24 @@ EPS = 1e-5
 MOMENTUM = 0.1
 
 
-def median_seconds(function: Callable[[], object], repeat: int, warmup: int = 2) -> float:
-    """Median wall time of ``repeat`` calls after ``warmup`` calls.
+def median_seconds(function: Callable[[], object], repeat: int,
+                   warmup_seconds: float = 0.1) -> float:
+    """Median wall time of ``repeat`` calls, after calling for ``warmup_seconds`` (and at least
+    twice) to reach a steady state.
 
     bn3d and torch each have an OpenMP runtime whose idle threads spin for a
     while after a parallel region; a pause first lets the other library's
-    threads go to sleep, so each library is timed in its own steady state.
+    threads go to sleep, so each library is timed in its own steady state. The
+    first tens of calls after the pause run slower (threads and core waking up):
+    the warm-up is timed, not counted, so small shapes get as many warm-up calls
+    as large ones get time.
     """
     time.sleep(0.05)
-    for _ in range(warmup):
+    start = time.perf_counter()
+    calls = 0
+    while calls < 2 or time.perf_counter() - start < warmup_seconds:
         function()
+        calls += 1
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
