@@ -1,6 +1,8 @@
-"""Shared test helpers: a plain float64 reference of batch normalisation."""
+"""Shared test helpers: a plain float64 reference of batch normalisation, and fixtures."""
 
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 import pytest
@@ -40,3 +42,12 @@ def max_relative_error(actual, expected) -> float:
 @pytest.fixture
 def rng():
     return np.random.default_rng(20261125)
+
+
+@pytest.fixture
+def frequent_thread_switches():
+    """Make the interpreter switch threads often, so that races show up."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(interval)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import inspect
 import pickle
-import sys
 import threading
 
 import numpy as np
@@ -934,14 +933,6 @@ def test_backward_of_float16_data_keeps_the_dtypes():
 
 
 # -- threads and copies ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def frequent_thread_switches():
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    yield
-    sys.setswitchinterval(interval)
 
 
 def test_concurrent_calls_give_the_serial_result(frequent_thread_switches):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import inspect
 import pickle
-import sys
 import threading
 
 import numpy as np
@@ -685,15 +684,6 @@ def test_load_state_dict_rejects_non_numeric_values_and_non_mappings():
 
 
 # -- threads, copies, the seed example, docs ------------------------------------------------
-
-
-@pytest.fixture
-def frequent_thread_switches():
-    """Make the interpreter switch threads often, so that races show up."""
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    yield
-    sys.setswitchinterval(interval)
 
 
 def test_concurrent_calls_give_the_serial_result(frequent_thread_switches):
