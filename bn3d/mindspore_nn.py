@@ -35,13 +35,13 @@ meant to be the same):
 
 from __future__ import annotations
 
-import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from ._call_state import CallState
 from ._mindspore_init import (
     Constant,
     Initializer,
@@ -344,7 +344,7 @@ class _BatchNorm2d:
         return output, record
 
 
-class BatchNorm3d:
+class BatchNorm3d(CallState):
     """Batch normalisation over 5-D data ``(N, C, D, H, W)``, as ``mindspore.nn.BatchNorm3d``.
 
     ``y = (x - mean) / sqrt(var + eps) * gamma + beta`` per channel, with the
@@ -444,23 +444,10 @@ class BatchNorm3d:
         use_batch_statistics: bool | None = None,
         dtype: Any = np.float32,
     ) -> None:
-        self._lock = threading.Lock()
-        self._last_call = threading.local()  # .record: each thread's most recent call
+        self._init_call_state()
         self.training = False
         self.bn2d = _BatchNorm2d(num_features, eps, momentum, affine, gamma_init, beta_init,
                                  moving_mean_init, moving_var_init, use_batch_statistics, dtype)
-
-    # -- copying and pickling: the lock and the call records are not state --
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        del state["_lock"], state["_last_call"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-        self._last_call = threading.local()
 
     def __repr__(self) -> str:
         return f"BatchNorm3d(\n  (bn2d): {self.bn2d!r}\n)"
@@ -601,7 +588,7 @@ class BatchNorm3d:
                              f"{array.ndim}.")
         with self._lock:
             output, record = self.bn2d.normalise(array)
-        self._last_call.record = record
+        self._record_call(record)
         return output
 
     def backward(self, grad_output: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -644,7 +631,7 @@ class BatchNorm3d:
         >>> bool(np.abs(grad_x).max() < 1e-6), grad_beta
         (True, array([4.], dtype=float32))
         """
-        record = getattr(self._last_call, "record", None)
+        record = self._recorded_call()
         if record is None:
             raise RuntimeError("backward() needs a call first: this cell has not normalised any "
                                "input in this thread yet")

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import numbers
 import re
-import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
+from ._call_state import CallState
 from .functional import _torch_size, as_array, batch_norm, batch_norm_backward
 
 __all__ = ["BatchNorm3d"]
@@ -140,7 +140,7 @@ class _ForwardRecord(NamedTuple):
     save_invstd: np.ndarray
 
 
-class _BatchNorm:
+class _BatchNorm(CallState):
     """State and behaviour shared by the batch-norm modules (torch's ``_BatchNorm``).
 
     Subclasses implement :meth:`_check_input_dim`. See :class:`BatchNorm3d` for
@@ -171,8 +171,7 @@ class _BatchNorm:
         *,
         bias: bool = True,
     ) -> None:
-        self._lock = threading.RLock()
-        self._last_forward = threading.local()  # .record: each thread's most recent forward
+        self._init_call_state()
         _check_device(device)
         dtype = _resolve_dtype(dtype)
         self.training = True
@@ -192,18 +191,6 @@ class _BatchNorm:
             self.running_var = _new_parameter(num_features, dtype)
             self.num_batches_tracked = np.zeros((), dtype=np.int64)
         self.reset_parameters()
-
-    # -- pickling and copying: the lock and the forward records are not state --
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        del state["_lock"], state["_last_forward"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.RLock()
-        self._last_forward = threading.local()
 
     # -- representation --
 
@@ -379,7 +366,7 @@ class _BatchNorm:
             )
             if counting:
                 self.num_batches_tracked += 1
-            self._last_forward.record = _ForwardRecord(
+            self._record_call(_ForwardRecord(
                 input=x,
                 weight=None if self.weight is None else self.weight.copy(),
                 has_bias=self.bias is not None,
@@ -389,7 +376,7 @@ class _BatchNorm:
                 eps=self.eps,
                 save_mean=save_mean,
                 save_invstd=save_invstd,
-            )
+            ))
             return output
 
     def backward(
@@ -436,7 +423,7 @@ class _BatchNorm:
         (True, array([4.]))
         """
         with self._lock:
-            record = getattr(self._last_forward, "record", None)
+            record = self._recorded_call()
             if record is None:
                 raise RuntimeError(
                     "backward() needs a forward() first: this module has not computed any "
