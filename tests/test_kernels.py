@@ -177,6 +177,58 @@ def test_out_receives_the_result(rng, training):
     np.testing.assert_array_equal(x, expected)
 
 
+# Rows are mapped 64 bytes at a time (16 floats, 8 doubles) and end with one vector
+# that overlaps the one before: lengths on either side of those widths.
+ROW_LENGTHS = [1, 7, 8, 9, 15, 16, 17, 24, 31, 32, 33, 47, 48, 49, 196]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("length", ROW_LENGTHS)
+@pytest.mark.parametrize("training", [True, False])
+def test_every_row_length_is_normalised_exactly_once_in_place(rng, length, training, dtype):
+    x = random_data(rng, (5, 3, length), dtype)
+    mean, var = rng.standard_normal(3), rng.uniform(0.5, 2.0, 3)
+    if training:
+        expected = reference_batch_norm(x)
+    else:
+        expected = reference_batch_norm(x, mean=mean, var=var)
+    out = np.full_like(x, np.nan)
+    batch_norm(x, mean.astype(dtype), var.astype(dtype), training=training, out=out)
+    assert max_relative_error(out, expected) <= TOLERANCE[dtype]
+    in_place = x.copy()
+    batch_norm(in_place, mean.astype(dtype), var.astype(dtype), training=training,
+               out=in_place)
+    np.testing.assert_array_equal(in_place, out)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("length", ROW_LENGTHS)
+@pytest.mark.parametrize("training", [True, False])
+def test_every_row_length_has_accurate_gradients(rng, length, training, dtype):
+    x = random_data(rng, (5, 3, length), dtype)
+    g = random_data(rng, x.shape, dtype)
+    running_mean, running_var = rng.standard_normal(3), rng.uniform(0.5, 2.0, 3)
+    got = batch_norm_backward(g, x, running_mean.astype(dtype), running_var.astype(dtype),
+                              training=training)
+    # The gradients computed the plain way, in float64.
+    xd, gd = x.astype(np.float64), g.astype(np.float64)
+    if training:
+        mean, var = xd.mean(axis=(0, 2)), xd.var(axis=(0, 2))
+    else:
+        mean, var = running_mean.astype(dtype).astype(np.float64), running_var.astype(dtype)
+    invstd = 1 / np.sqrt(np.asarray(var, np.float64) + 1e-5)
+    xhat = (xd - mean[:, None]) * invstd[:, None]
+    grad_bias, grad_weight = gd.sum(axis=(0, 2)), (gd * xhat).sum(axis=(0, 2))
+    grad_input = gd * invstd[:, None]
+    if training:
+        n = xd.size / 3
+        grad_input = grad_input - invstd[:, None] / n * (grad_bias[:, None]
+                                                         + xhat * grad_weight[:, None])
+    tolerance = {np.float32: 2e-6, np.float64: 1e-12}[dtype]
+    for a, b in zip(got, (grad_input, grad_weight, grad_bias)):
+        assert np.max(np.abs(a - b)) <= tolerance * max(1.0, np.max(np.abs(b)))
+
+
 def test_running_stats_follow_torch_update_rule(rng):
     x = random_data(rng, (4, 3, 5), np.float64)
     running_mean, running_var = rng.standard_normal(3), rng.uniform(1, 2, 3)
