@@ -966,8 +966,8 @@ def eval_forward(const floating[:, :, :] x, floating[:, :, :] y,
     scale = <double *>malloc(channels * sizeof(double))
     if scale == NULL:
         raise MemoryError()
-    inverse_std(var, eps, invstd)
     for c in range(channels):
+        invstd[c] = 1.0 / sqrt(var[c] + eps)
         scale[c] = weight[c] * invstd[c]
     if geometry.blocks > 0:
         with nogil:

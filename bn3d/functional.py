@@ -48,6 +48,7 @@ _TORCH_TYPE_NAMES = {
     np.dtype(np.complex128): "ComplexDouble",
 }
 _FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+_FLOAT64 = np.dtype(np.float64)
 _PARAMETER_NAMES = ("running_mean", "running_var", "weight", "bias")
 
 
@@ -90,14 +91,12 @@ def _parameter_arrays(
         for name, value in (("running_mean", running_mean), ("running_var", running_var)):
             if value is None:
                 raise RuntimeError(f"{name} must be defined in evaluation mode")
-    arrays = {
-        name: None if value is None else as_array(value)
-        for name, value in zip(_PARAMETER_NAMES, (running_mean, running_var, weight, bias))
-    }
+    arrays = dict(zip(_PARAMETER_NAMES, (running_mean, running_var, weight, bias)))
     channels = x.shape[1]
-    for name, array in arrays.items():
-        if array is None:
+    for name, value in arrays.items():
+        if value is None:
             continue
+        array = arrays[name] = as_array(value)
         if array.size != channels:
             raise RuntimeError(f"{name} should contain {channels} elements not {array.size}")
         if array.ndim != 1:
@@ -189,7 +188,7 @@ def _per_channel(array: Array | None, channels: int, default: float) -> Array:
     """A parameter as a contiguous float64 array; ``default`` where it is None."""
     if array is None:
         return np.full(channels, default)
-    return np.ascontiguousarray(array, dtype=np.float64)
+    return array.astype(_FLOAT64, order="C", copy=False)
 
 
 def _finish_output(result: Array, target: Array) -> Array:
