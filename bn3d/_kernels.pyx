@@ -32,8 +32,8 @@ the data's precision, where ``mean_hi + mean_lo`` is the double mean split into
 two values of the data type: the centring is nearly exact even for float32
 data with a large mean, and a constant channel maps to exactly ``shift``.
 Gradients of float64 data reduce in double like the statistics. For float32
-data, the products ``g * (x - mean)`` are summed in float in runs of at most
-nine per lane, and each run is added into double lanes: the error stays at the level of
+data, the products ``g * (x - mean)`` and runs of 128 elements are summed in
+float and each run is added into double lanes: the error stays at the level of
 float32 rounding of the data, and the channel sums are still double. grad_input
 is computed in the data's precision from per-channel constants in double.
 
@@ -77,13 +77,14 @@ cdef extern from *:
     int bn3d_max_threads() noexcept nogil
 
 
-# The block loops in C, written with GCC/clang vector extensions. In the reductions,
-# a fixed number of lanes accumulate elements by their index within the row, and
-# the lanes are added in a fixed tree; the elementwise maps compute each element on
-# its own. The order of every operation is fixed by this source, not by the
-# compiler or the instruction set (no reassociation, no fused multiply-add), so the
-# results are bitwise identical on SSE2, AVX2 or AVX-512; on x86-64 a clone for
-# x86-64-v4 (AVX-512) or x86-64-v3 (AVX2) is chosen at load time.
+# The block loops in C. The two reductions use GCC/clang vector extensions: 16 lanes
+# (four vectors of 4 doubles) accumulate elements i with i % 16 == lane, and the
+# lanes are added in a fixed tree. The order of every operation is fixed by this
+# source, not by the compiler or the instruction set (no reassociation, no fused
+# multiply-add), so the results are bitwise identical on SSE2, AVX2 or AVX-512;
+# on x86-64 a clone for x86-64-v4 (AVX-512) or x86-64-v3 (AVX2) is chosen at load
+# time. The elementwise loops are plain loops, vectorised by the compiler in each
+# clone.
 cdef extern from *:
     """
     #include <string.h>
@@ -115,82 +116,44 @@ cdef extern from *:
 
     /* A block is `rows` runs of `size` elements, run r starting at p + r * stride. */
 
-    /* The elementwise maps go 64 bytes at a time (16 floats or 8 doubles). A row
-       whose size is not a multiple of that ends with one vector of its last
-       elements, overlapping the vector before; it is read before anything is
-       written, so the overlap gets the same values even when out is the input. */
-    typedef float bn3d_v16f __attribute__((vector_size(64)));
-    typedef double bn3d_v8d __attribute__((vector_size(64)));
-    BN3D_INLINE bn3d_v16f bn3d_load_v16f(const float *p) {
-        bn3d_v16f v;
-        memcpy(&v, p, sizeof v);
-        return v;
-    }
-    BN3D_INLINE void bn3d_store_v16f(float *p, bn3d_v16f v) { memcpy(p, &v, sizeof v); }
-    BN3D_INLINE bn3d_v8d bn3d_load_v8d(const double *p) {
-        bn3d_v8d v;
-        memcpy(&v, p, sizeof v);
-        return v;
-    }
-    BN3D_INLINE void bn3d_store_v8d(double *p, bn3d_v8d v) { memcpy(p, &v, sizeof v); }
-
     /* y = ((x - mean_hi) - mean_lo) * scale + shift, elementwise in T. */
-    #define BN3D_AFFINE_OF(X) (((X) - mean_hi) - mean_lo) * scale + shift
-    #define BN3D_AFFINE(NAME, T, VT, W, LOAD, STORE)                             \
+    #define BN3D_AFFINE(NAME, T)                                                 \
     BN3D_CLONES static void NAME(const T *x, Py_ssize_t x_stride, T *y,         \
                                  Py_ssize_t y_stride, Py_ssize_t rows,          \
                                  Py_ssize_t size, T mean_hi, T mean_lo,         \
                                  T scale, T shift) {                            \
-        Py_ssize_t r, i, full = size - size % W;                               \
-        VT last;                                                               \
+        Py_ssize_t r, i;                                                       \
         for (r = 0; r < rows; r++) {                                           \
             const T *xr = x + r * x_stride;                                    \
             T *yr = y + r * y_stride;                                          \
-            if (size < W) {                                                    \
-                for (i = 0; i < size; i++) yr[i] = BN3D_AFFINE_OF(xr[i]);      \
-                continue;                                                      \
-            }                                                                  \
-            if (full < size) last = BN3D_AFFINE_OF(LOAD(xr + size - W));       \
-            for (i = 0; i < full; i += W)                                      \
-                STORE(yr + i, BN3D_AFFINE_OF(LOAD(xr + i)));                   \
-            if (full < size) STORE(yr + size - W, last);                       \
+            for (i = 0; i < size; i++)                                         \
+                yr[i] = ((xr[i] - mean_hi) - mean_lo) * scale + shift;         \
         }                                                                      \
     }
 
     /* out = ((g - offset) - (x - mean_hi) * coefficient) * scale (the caller
        folds the low part of the mean into offset). */
-    #define BN3D_GRAD_INPUT_OF(G, X) (((G) - offset) - ((X) - mean_hi) * coefficient) * scale
-    #define BN3D_GRAD_INPUT(NAME, T, VT, W, LOAD, STORE)                         \
+    #define BN3D_GRAD_INPUT(NAME, T)                                             \
     BN3D_CLONES static void NAME(const T *g, Py_ssize_t g_stride, const T *x,   \
                                  Py_ssize_t x_stride, T *out,                   \
                                  Py_ssize_t out_stride, Py_ssize_t rows,        \
                                  Py_ssize_t size, T mean_hi, T offset,          \
                                  T coefficient, T scale) {                      \
-        Py_ssize_t r, i, full = size - size % W;                               \
-        VT last;                                                               \
+        Py_ssize_t r, i;                                                       \
         for (r = 0; r < rows; r++) {                                           \
             const T *gr = g + r * g_stride;                                    \
             const T *xr = x + r * x_stride;                                    \
             T *outr = out + r * out_stride;                                    \
-            if (size < W) {                                                    \
-                for (i = 0; i < size; i++)                                     \
-                    outr[i] = BN3D_GRAD_INPUT_OF(gr[i], xr[i]);                \
-                continue;                                                      \
-            }                                                                  \
-            if (full < size)                                                   \
-                last = BN3D_GRAD_INPUT_OF(LOAD(gr + size - W), LOAD(xr + size - W)); \
-            for (i = 0; i < full; i += W)                                      \
-                STORE(outr + i, BN3D_GRAD_INPUT_OF(LOAD(gr + i), LOAD(xr + i))); \
-            if (full < size) STORE(outr + size - W, last);                     \
+            for (i = 0; i < size; i++)                                         \
+                outr[i] = ((gr[i] - offset) - (xr[i] - mean_hi) * coefficient) \
+                          * scale;                                             \
         }                                                                      \
     }
 
-    BN3D_AFFINE(bn3d_affine_float, float, bn3d_v16f, 16, bn3d_load_v16f, bn3d_store_v16f)
-    BN3D_AFFINE(bn3d_affine_double, double, bn3d_v8d, 8, bn3d_load_v8d, bn3d_store_v8d)
-    BN3D_GRAD_INPUT(bn3d_grad_input_float, float, bn3d_v16f, 16, bn3d_load_v16f,
-                    bn3d_store_v16f)
-    BN3D_GRAD_INPUT(bn3d_grad_input_double, double, bn3d_v8d, 8, bn3d_load_v8d,
-                    bn3d_store_v8d)
+    BN3D_AFFINE(bn3d_affine_float, float)
+    BN3D_AFFINE(bn3d_affine_double, double)
+    BN3D_GRAD_INPUT(bn3d_grad_input_float, float)
+    BN3D_GRAD_INPUT(bn3d_grad_input_double, double)
 
     /* Corrected two-pass moments of a block: the mean by a first pass, then
        sum(d) and sum(d*d) with d = x - mean; returns the mean corrected by
@@ -289,89 +252,67 @@ cdef extern from *:
     }
 
     /* float data: sum(g) and sum(g * (x - mean)). The products g * (x - mean_hi)
-       are summed in float, in runs of at most nine terms in each of 32 lanes (two
-       vectors of 16); each run is flushed into 32 double lanes, added in a fixed
-       tree at the end. The low part of the mean enters as - mean_lo * sum(g), in
-       double. A row whose size is not a multiple of 16 ends with one vector of
-       its last 16 elements, the lanes already counted set to zero. */
+       and runs of 8 vector steps (128 elements, across rows) are summed in float,
+       each run flushed into double lanes that keep the 16-lane order above; the
+       low part of the mean enters as - mean_lo * sum(g), in double. */
     typedef float bn3d_v8f __attribute__((vector_size(32)));
-    typedef int bn3d_v16i __attribute__((vector_size(64)));
-    #define BN3D_RUN 8  /* vector steps before a flush is due */
-    /* Add the 16 float lanes of run into the double lanes low (0-7) and high (8-15). */
-    BN3D_INLINE void bn3d_flush(bn3d_v16f run, bn3d_v8d *low, bn3d_v8d *high) {
-        bn3d_v8f half;
+    #define BN3D_RUN 128
+    BN3D_INLINE bn3d_v8f bn3d_load8(const float *p) {
+        bn3d_v8f v;
+        memcpy(&v, p, sizeof v);
+        return v;
+    }
+    /* Add the 8 float lanes of run into the double lanes low (0-3) and high (4-7). */
+    BN3D_INLINE void bn3d_flush(bn3d_v8f run, bn3d_v4d *low, bn3d_v4d *high) {
+        bn3d_v4f half;
         memcpy(&half, &run, sizeof half);
-        *low += __builtin_convertvector(half, bn3d_v8d);
+        *low += __builtin_convertvector(half, bn3d_v4d);
         memcpy(&half, (const char *)&run + sizeof half, sizeof half);
-        *high += __builtin_convertvector(half, bn3d_v8d);
+        *high += __builtin_convertvector(half, bn3d_v4d);
     }
-    /* The 32 lanes of four accumulators, added in a fixed tree. */
-    BN3D_INLINE double bn3d_lanes_sum32(bn3d_v8d a, bn3d_v8d b, bn3d_v8d c, bn3d_v8d d) {
-        bn3d_v8d v = (a + b) + (c + d);
-        return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
-    }
-    #define BN3D_FLUSH_RUNS()                                                    \
-        do {                                                                   \
-            bn3d_flush(sum_a, &s0, &s1);                                       \
-            bn3d_flush(sum_b, &s2, &s3);                                       \
-            bn3d_flush(dot_a, &p0, &p1);                                       \
-            bn3d_flush(dot_b, &p2, &p3);                                       \
-            sum_a = sum_b = dot_a = dot_b = (bn3d_v16f){0};                    \
-            depth = 0;                                                         \
-        } while (0)
     BN3D_CLONES static void bn3d_gradient_sums_float(
             const float *g, Py_ssize_t g_stride, const float *x, Py_ssize_t x_stride,
             Py_ssize_t rows, Py_ssize_t size, double mean,
             double *sum_out, double *dot_out) {
-        static const bn3d_v16i lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
         const float mean_hi = (float)mean;
         const double mean_lo = mean - (double)mean_hi;
-        const Py_ssize_t pairs = size - size % 32, tail = size % 16;
-        /* The lanes of the last vector of a row not counted before it. */
-        const bn3d_v16i keep = lane >= (bn3d_v16i){0} + (int)(16 - tail);
-        bn3d_v8d s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
-        bn3d_v8d p0 = {0}, p1 = {0}, p2 = {0}, p3 = {0};
-        bn3d_v16f sum_a = {0}, sum_b = {0}, dot_a = {0}, dot_b = {0}, g_a, g_b;
-        Py_ssize_t r, i, depth = 0;  /* vector steps into the runs since the flush */
+        bn3d_v4d s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+        bn3d_v4d p0 = {0}, p1 = {0}, p2 = {0}, p3 = {0};
+        bn3d_v8f sum_a = {0}, sum_b = {0}, dot_a = {0}, dot_b = {0}, g_a, g_b;
+        Py_ssize_t r, i, in_run = 0, full = size - size % 16;
         double sum = 0, dot = 0;
         for (r = 0; r < rows; r++) {
             const float *gr = g + r * g_stride;
             const float *xr = x + r * x_stride;
-            if (size < 16) {
-                for (i = 0; i < size; i++) {
-                    sum += gr[i];
-                    dot += (double)(gr[i] * (xr[i] - mean_hi));
-                }
-                continue;
-            }
-            for (i = 0; i < pairs; i += 32) {
-                g_a = bn3d_load_v16f(gr + i);
-                g_b = bn3d_load_v16f(gr + i + 16);
+            for (i = 0; i < full; i += 16) {
+                g_a = bn3d_load8(gr + i);
+                g_b = bn3d_load8(gr + i + 8);
                 sum_a += g_a;
                 sum_b += g_b;
-                dot_a += g_a * (bn3d_load_v16f(xr + i) - mean_hi);
-                dot_b += g_b * (bn3d_load_v16f(xr + i + 16) - mean_hi);
-                if (++depth >= BN3D_RUN) BN3D_FLUSH_RUNS();
+                dot_a += g_a * (bn3d_load8(xr + i) - mean_hi);
+                dot_b += g_b * (bn3d_load8(xr + i + 8) - mean_hi);
+                in_run += 16;
+                if (in_run == BN3D_RUN) {
+                    bn3d_flush(sum_a, &s0, &s1);
+                    bn3d_flush(sum_b, &s2, &s3);
+                    bn3d_flush(dot_a, &p0, &p1);
+                    bn3d_flush(dot_b, &p2, &p3);
+                    sum_a = sum_b = dot_a = dot_b = (bn3d_v8f){0};
+                    in_run = 0;
+                }
             }
-            if (size - pairs >= 16) {
-                g_a = bn3d_load_v16f(gr + pairs);
-                sum_a += g_a;
-                dot_a += g_a * (bn3d_load_v16f(xr + pairs) - mean_hi);
-                depth++;
+            for (i = full; i < size; i++) {
+                sum += gr[i];
+                dot += (double)(gr[i] * (xr[i] - mean_hi));
             }
-            if (tail > 0) {
-                g_b = bn3d_load_v16f(gr + size - 16);
-                sum_b += (bn3d_v16f)((bn3d_v16i)g_b & keep);
-                g_b = g_b * (bn3d_load_v16f(xr + size - 16) - mean_hi);
-                dot_b += (bn3d_v16f)((bn3d_v16i)g_b & keep);
-                depth++;
-            }
-            if (depth >= BN3D_RUN) BN3D_FLUSH_RUNS();
         }
-        BN3D_FLUSH_RUNS();
-        sum += bn3d_lanes_sum32(s0, s1, s2, s3);
+        bn3d_flush(sum_a, &s0, &s1);
+        bn3d_flush(sum_b, &s2, &s3);
+        bn3d_flush(dot_a, &p0, &p1);
+        bn3d_flush(dot_b, &p2, &p3);
+        sum += bn3d_lanes_sum(s0, s1, s2, s3);
         *sum_out = sum;
-        *dot_out = (dot + bn3d_lanes_sum32(p0, p1, p2, p3)) - mean_lo * sum;
+        *dot_out = (dot + bn3d_lanes_sum(p0, p1, p2, p3)) - mean_lo * sum;
     }
     """
     void bn3d_affine_float(const float *x, Py_ssize_t x_stride, float *y, Py_ssize_t y_stride,
