@@ -150,8 +150,36 @@ cdef extern from *:
         }                                                                      \
     }
 
+    /* The affine map of whole rows first..last-1 of an (N, C, L) array, taken
+       in (n, c) order, with per-channel constants in double: row by row the
+       same arithmetic as BN3D_AFFINE. */
+    #define BN3D_AFFINE_ROWS(NAME, T)                                            \
+    BN3D_CLONES static void NAME(const T *x, Py_ssize_t xn, Py_ssize_t xc,      \
+                                 T *y, Py_ssize_t yn, Py_ssize_t yc,            \
+                                 Py_ssize_t channels, Py_ssize_t size,          \
+                                 Py_ssize_t first, Py_ssize_t last,             \
+                                 const double *mean, const double *scale,       \
+                                 const double *shift) {                         \
+        Py_ssize_t r, i, n = first / channels, c = first % channels;           \
+        for (r = first; r < last; r++) {                                       \
+            const T *xr = x + n * xn + c * xc;                                 \
+            T *yr = y + n * yn + c * yc;                                       \
+            const T mean_hi = (T)mean[c];                                      \
+            const T mean_lo = (T)(mean[c] - (double)mean_hi);                  \
+            const T a = (T)scale[c], b = (T)shift[c];                          \
+            for (i = 0; i < size; i++)                                         \
+                yr[i] = ((xr[i] - mean_hi) - mean_lo) * a + b;                 \
+            if (++c == channels) {                                             \
+                c = 0;                                                         \
+                n++;                                                           \
+            }                                                                  \
+        }                                                                      \
+    }
+
     BN3D_AFFINE(bn3d_affine_float, float)
     BN3D_AFFINE(bn3d_affine_double, double)
+    BN3D_AFFINE_ROWS(bn3d_affine_rows_float, float)
+    BN3D_AFFINE_ROWS(bn3d_affine_rows_double, double)
     BN3D_GRAD_INPUT(bn3d_grad_input_float, float)
     BN3D_GRAD_INPUT(bn3d_grad_input_double, double)
 
@@ -321,6 +349,16 @@ cdef extern from *:
     void bn3d_affine_double(const double *x, Py_ssize_t x_stride, double *y, Py_ssize_t y_stride,
                             Py_ssize_t rows, Py_ssize_t size, double mean_hi, double mean_lo,
                             double scale, double shift) noexcept nogil
+    void bn3d_affine_rows_float(const float *x, Py_ssize_t xn, Py_ssize_t xc, float *y,
+                                Py_ssize_t yn, Py_ssize_t yc, Py_ssize_t channels,
+                                Py_ssize_t size, Py_ssize_t first, Py_ssize_t last,
+                                const double *mean, const double *scale,
+                                const double *shift) noexcept nogil
+    void bn3d_affine_rows_double(const double *x, Py_ssize_t xn, Py_ssize_t xc, double *y,
+                                 Py_ssize_t yn, Py_ssize_t yc, Py_ssize_t channels,
+                                 Py_ssize_t size, Py_ssize_t first, Py_ssize_t last,
+                                 const double *mean, const double *scale,
+                                 const double *shift) noexcept nogil
     void bn3d_grad_input_float(const float *g, Py_ssize_t g_stride, const float *x,
                                Py_ssize_t x_stride, float *out, Py_ssize_t out_stride,
                                Py_ssize_t rows, Py_ssize_t size, float mean_hi, float offset,
@@ -794,19 +832,53 @@ cdef inline void affine_item(const Geometry *geometry, Py_ssize_t item,
     affine_block(&block, x + c * xc, xn, out + c * oc, on, mean[c], scale[c], shift[c])
 
 
+cdef inline void affine_rows(const Geometry *geometry, Py_ssize_t item,
+                             const floating *x, Py_ssize_t xn, Py_ssize_t xc,
+                             floating *out, Py_ssize_t on, Py_ssize_t oc,
+                             const double *mean, const double *scale,
+                             const double *shift) noexcept nogil:
+    """The affine map of ``rows_per_block`` whole rows from row ``item * rows_per_block``,
+    rows counted in (n, c) order."""
+    cdef Py_ssize_t first = item * geometry.rows_per_block
+    cdef Py_ssize_t last = min(first + geometry.rows_per_block,
+                               geometry.batch * geometry.channels)
+    if floating is float:
+        bn3d_affine_rows_float(x, xn, xc, out, on, oc, geometry.channels, geometry.length,
+                               first, last, mean, scale, shift)
+    else:
+        bn3d_affine_rows_double(x, xn, xc, out, on, oc, geometry.channels, geometry.length,
+                                first, last, mean, scale, shift)
+
+
 cdef void affine_channels(const Geometry *geometry,
                           const floating *x, Py_ssize_t xn, Py_ssize_t xc,
                           floating *out, Py_ssize_t on, Py_ssize_t oc,
                           const double *mean, const double *scale, const double *shift,
                           int threads) noexcept nogil:
-    """out = (x - mean) * scale + shift per channel, all blocks shared by the team."""
-    cdef Py_ssize_t item, items = geometry.channels * geometry.blocks
+    """out = (x - mean) * scale + shift per channel, all blocks shared by the team.
+
+    Short rows are taken in (n, c) order, memory order for a contiguous array,
+    so that each thread reads one stream rather than one short stream per row.
+    """
+    cdef bint short_rows = geometry.rows_per_block > 1
+    cdef Py_ssize_t item, items
+    if short_rows:
+        items = ((geometry.batch * geometry.channels + geometry.rows_per_block - 1)
+                 // geometry.rows_per_block)
+    else:
+        items = geometry.channels * geometry.blocks
     if serial(threads):
         for item in range(items):
-            affine_item(geometry, item, x, xn, xc, out, on, oc, mean, scale, shift)
+            if short_rows:
+                affine_rows(geometry, item, x, xn, xc, out, on, oc, mean, scale, shift)
+            else:
+                affine_item(geometry, item, x, xn, xc, out, on, oc, mean, scale, shift)
     else:
         for item in prange(items, schedule="static", num_threads=threads):
-            affine_item(geometry, item, x, xn, xc, out, on, oc, mean, scale, shift)
+            if short_rows:
+                affine_rows(geometry, item, x, xn, xc, out, on, oc, mean, scale, shift)
+            else:
+                affine_item(geometry, item, x, xn, xc, out, on, oc, mean, scale, shift)
 
 
 # --------------------------------------------------------------------------
