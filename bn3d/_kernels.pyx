@@ -15,6 +15,11 @@ rows are long, or ``BLOCK // L`` whole consecutive rows when they are short.
 The blocks of a channel are grouped, in order, into at most
 ``MAX_SUPERBLOCKS`` (64) *superblocks*.
 
+Passes over large arrays write their output with non-temporal stores, which
+send whole cache lines to memory without first reading them into the cache:
+a call streams when its arrays together are larger than the last-level cache
+(``set_stream_threshold``), where cached stores would only evict its input.
+
 Numerics
 --------
 Statistics accumulate in double precision. Each block is reduced with the
@@ -32,23 +37,25 @@ the data's precision, where ``mean_hi + mean_lo`` is the double mean split into
 two values of the data type: the centring is nearly exact even for float32
 data with a large mean, and a constant channel maps to exactly ``shift``.
 Gradients of float64 data reduce in double like the statistics. For float32
-data, the products ``g * (x - mean)`` and runs of 128 elements are summed in
-float and each run is added into double lanes: the error stays at the level of
-float32 rounding of the data, and the channel sums are still double. grad_input
-is computed in the data's precision from per-channel constants in double.
+data, the products ``g * (x - mean)`` and runs of 128 elements are
+summed in float and each run is added into double lanes: the error stays at
+the level of float32 rounding of the data, and the channel sums are still
+double. grad_input is computed in the data's precision from per-channel
+constants in double. Streamed or not, an output holds the same bits.
 
 Determinism
 -----------
-The blocks, the superblocks and the order in which they are combined depend on
-the shape alone, never on the number of threads or on which thread does what,
-so every result is bitwise identical whatever the team size. The code is built
-without ``-ffast-math`` and with ``-ffp-contract=off``: NaN and inf propagate
-(a NaN anywhere in a channel's batch makes that channel's statistics NaN) and
-no fused multiply-add changes the rounding from one build to another.
+The blocks, the superblocks and the order in which they are combined depend
+on the shape alone, never on the number of threads or on which
+thread does what, so every result is bitwise identical whatever the team size.
+The code is built without ``-ffast-math`` and with ``-ffp-contract=off``: NaN
+and inf propagate (a NaN anywhere in a channel's batch makes that channel's
+statistics NaN) and no fused multiply-add changes the rounding from one build
+to another.
 """
 
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 from libc.math cimport NAN, sqrt
 from libc.stdlib cimport free, malloc
 
@@ -114,6 +121,57 @@ cdef extern from *:
         return (v[0] + v[1]) + (v[2] + v[3]);
     }
 
+    /* Non-temporal ("streaming") stores write whole cache lines to memory
+       without first reading them into the cache. A row map that streams computes
+       its 16-byte-aligned middle in 16-byte vectors, each lane the same IEEE
+       operations as the scalar loop, so streaming never changes a bit. */
+    typedef double bn3d_v2d __attribute__((vector_size(16)));
+    #if defined(__SSE2__)
+    #include <emmintrin.h>
+    #define BN3D_STREAMING 1
+    BN3D_INLINE void bn3d_stream_float(float *p, bn3d_v4f v) { _mm_stream_ps(p, (__m128)v); }
+    BN3D_INLINE void bn3d_stream_double(double *p, bn3d_v2d v) { _mm_stream_pd(p, (__m128d)v); }
+    /* Orders the streamed stores before whatever the thread does next. */
+    BN3D_INLINE void bn3d_stream_fence(void) { _mm_sfence(); }
+    #else
+    #define BN3D_STREAMING 0
+    BN3D_INLINE void bn3d_stream_float(float *p, bn3d_v4f v) { memcpy(p, &v, sizeof v); }
+    BN3D_INLINE void bn3d_stream_double(double *p, bn3d_v2d v) { memcpy(p, &v, sizeof v); }
+    BN3D_INLINE void bn3d_stream_fence(void) {}
+    #endif
+    BN3D_INLINE bn3d_v4f bn3d_vload_float(const float *p) {
+        bn3d_v4f v;
+        memcpy(&v, p, sizeof v);
+        return v;
+    }
+    BN3D_INLINE bn3d_v2d bn3d_vload_double(const double *p) {
+        bn3d_v2d v;
+        memcpy(&v, p, sizeof v);
+        return v;
+    }
+    /* How many of the `size` elements of type T at p precede the first 16-byte
+       boundary (all of them when p is not aligned to T). */
+    BN3D_INLINE Py_ssize_t bn3d_head(const void *p, Py_ssize_t size, size_t item) {
+        uintptr_t address = (uintptr_t)p;
+        Py_ssize_t head;
+        if (address % item != 0) return size;
+        head = (Py_ssize_t)((16 - address % 16) % 16 / item);
+        return head < size ? head : size;
+    }
+    /* out[i] = EXPR for i < size, EXPR and VEXPR written in terms of i; where
+       `stream`, the aligned middle is VEXPR (the same values, 16 bytes at a
+       time) stored with non-temporal stores. */
+    #define BN3D_MAP_ROW(T, out, size, stream, EXPR, VEXPR)                      \
+        do {                                                                   \
+            const Py_ssize_t lanes_ = 16 / (Py_ssize_t)sizeof(T);              \
+            Py_ssize_t i = 0;                                                  \
+            Py_ssize_t head_ = (stream) ? bn3d_head(out, size, sizeof(T)) : (size); \
+            for (; i < head_; i++) (out)[i] = (EXPR);                          \
+            for (; i + lanes_ <= (size); i += lanes_)                          \
+                bn3d_stream_##T((out) + i, (VEXPR));                           \
+            for (; i < (size); i++) (out)[i] = (EXPR);                         \
+        } while (0)
+
     /* A block is `rows` runs of `size` elements, run r starting at p + r * stride. */
 
     /* y = ((x - mean_hi) - mean_lo) * scale + shift, elementwise in T. */
@@ -121,13 +179,15 @@ cdef extern from *:
     BN3D_CLONES static void NAME(const T *x, Py_ssize_t x_stride, T *y,         \
                                  Py_ssize_t y_stride, Py_ssize_t rows,          \
                                  Py_ssize_t size, T mean_hi, T mean_lo,         \
-                                 T scale, T shift) {                            \
-        Py_ssize_t r, i;                                                       \
+                                 T scale, T shift, int stream) {                \
+        Py_ssize_t r;                                                          \
         for (r = 0; r < rows; r++) {                                           \
             const T *xr = x + r * x_stride;                                    \
             T *yr = y + r * y_stride;                                          \
-            for (i = 0; i < size; i++)                                         \
-                yr[i] = ((xr[i] - mean_hi) - mean_lo) * scale + shift;         \
+            BN3D_MAP_ROW(T, yr, size, stream,                                  \
+                         ((xr[i] - mean_hi) - mean_lo) * scale + shift,        \
+                         ((bn3d_vload_##T(xr + i) - mean_hi) - mean_lo) * scale \
+                         + shift);                                             \
         }                                                                      \
     }
 
@@ -138,15 +198,18 @@ cdef extern from *:
                                  Py_ssize_t x_stride, T *out,                   \
                                  Py_ssize_t out_stride, Py_ssize_t rows,        \
                                  Py_ssize_t size, T mean_hi, T offset,          \
-                                 T coefficient, T scale) {                      \
-        Py_ssize_t r, i;                                                       \
+                                 T coefficient, T scale, int stream) {          \
+        Py_ssize_t r;                                                          \
         for (r = 0; r < rows; r++) {                                           \
             const T *gr = g + r * g_stride;                                    \
             const T *xr = x + r * x_stride;                                    \
             T *outr = out + r * out_stride;                                    \
-            for (i = 0; i < size; i++)                                         \
-                outr[i] = ((gr[i] - offset) - (xr[i] - mean_hi) * coefficient) \
-                          * scale;                                             \
+            BN3D_MAP_ROW(T, outr, size, stream,                                \
+                         ((gr[i] - offset) - (xr[i] - mean_hi) * coefficient)  \
+                         * scale,                                              \
+                         ((bn3d_vload_##T(gr + i) - offset)                    \
+                          - (bn3d_vload_##T(xr + i) - mean_hi) * coefficient)  \
+                         * scale);                                             \
         }                                                                      \
     }
 
@@ -159,16 +222,17 @@ cdef extern from *:
                                  Py_ssize_t channels, Py_ssize_t size,          \
                                  Py_ssize_t first, Py_ssize_t last,             \
                                  const double *mean, const double *scale,       \
-                                 const double *shift) {                         \
-        Py_ssize_t r, i, n = first / channels, c = first % channels;           \
+                                 const double *shift, int stream) {             \
+        Py_ssize_t r, n = first / channels, c = first % channels;              \
         for (r = first; r < last; r++) {                                       \
             const T *xr = x + n * xn + c * xc;                                 \
             T *yr = y + n * yn + c * yc;                                       \
             const T mean_hi = (T)mean[c];                                      \
             const T mean_lo = (T)(mean[c] - (double)mean_hi);                  \
             const T a = (T)scale[c], b = (T)shift[c];                          \
-            for (i = 0; i < size; i++)                                         \
-                yr[i] = ((xr[i] - mean_hi) - mean_lo) * a + b;                 \
+            BN3D_MAP_ROW(T, yr, size, stream,                                  \
+                         ((xr[i] - mean_hi) - mean_lo) * a + b,                \
+                         ((bn3d_vload_##T(xr + i) - mean_hi) - mean_lo) * a + b); \
             if (++c == channels) {                                             \
                 c = 0;                                                         \
                 n++;                                                           \
@@ -343,30 +407,33 @@ cdef extern from *:
         *dot_out = (dot + bn3d_lanes_sum(p0, p1, p2, p3)) - mean_lo * sum;
     }
     """
+    const int BN3D_STREAMING
+    void bn3d_stream_fence() noexcept nogil
     void bn3d_affine_float(const float *x, Py_ssize_t x_stride, float *y, Py_ssize_t y_stride,
                            Py_ssize_t rows, Py_ssize_t size, float mean_hi, float mean_lo,
-                           float scale, float shift) noexcept nogil
+                           float scale, float shift, int stream) noexcept nogil
     void bn3d_affine_double(const double *x, Py_ssize_t x_stride, double *y, Py_ssize_t y_stride,
                             Py_ssize_t rows, Py_ssize_t size, double mean_hi, double mean_lo,
-                            double scale, double shift) noexcept nogil
+                            double scale, double shift, int stream) noexcept nogil
     void bn3d_affine_rows_float(const float *x, Py_ssize_t xn, Py_ssize_t xc, float *y,
                                 Py_ssize_t yn, Py_ssize_t yc, Py_ssize_t channels,
                                 Py_ssize_t size, Py_ssize_t first, Py_ssize_t last,
                                 const double *mean, const double *scale,
-                                const double *shift) noexcept nogil
+                                const double *shift, int stream) noexcept nogil
     void bn3d_affine_rows_double(const double *x, Py_ssize_t xn, Py_ssize_t xc, double *y,
                                  Py_ssize_t yn, Py_ssize_t yc, Py_ssize_t channels,
                                  Py_ssize_t size, Py_ssize_t first, Py_ssize_t last,
                                  const double *mean, const double *scale,
-                                 const double *shift) noexcept nogil
+                                 const double *shift, int stream) noexcept nogil
     void bn3d_grad_input_float(const float *g, Py_ssize_t g_stride, const float *x,
                                Py_ssize_t x_stride, float *out, Py_ssize_t out_stride,
                                Py_ssize_t rows, Py_ssize_t size, float mean_hi, float offset,
-                               float coefficient, float scale) noexcept nogil
+                               float coefficient, float scale, int stream) noexcept nogil
     void bn3d_grad_input_double(const double *g, Py_ssize_t g_stride, const double *x,
                                 Py_ssize_t x_stride, double *out, Py_ssize_t out_stride,
                                 Py_ssize_t rows, Py_ssize_t size, double mean_hi,
-                                double offset, double coefficient, double scale) noexcept nogil
+                                double offset, double coefficient, double scale,
+                                int stream) noexcept nogil
     void bn3d_moments_float(const float *x, Py_ssize_t stride, Py_ssize_t rows, Py_ssize_t size,
                             double *mean, double *m2) noexcept nogil
     void bn3d_moments_double(const double *x, Py_ssize_t stride, Py_ssize_t rows,
@@ -377,6 +444,10 @@ cdef extern from *:
     void bn3d_gradient_sums_double(const double *g, Py_ssize_t g_stride, const double *x,
                                    Py_ssize_t x_stride, Py_ssize_t rows, Py_ssize_t size,
                                    double mean, double *sum, double *dot) noexcept nogil
+
+# Output passes of calls whose arrays hold more than this many bytes in all use
+# non-temporal stores (set from the last-level cache size by bn3d._cache).
+cdef Py_ssize_t stream_above = 32 * 1024 * 1024
 
 cdef enum:
     BLOCK = 2048
@@ -397,6 +468,7 @@ cdef struct Geometry:
     Py_ssize_t blocks_per_row   # long rows: segments per row (else 1)
     Py_ssize_t blocks           # blocks per channel
     Py_ssize_t superblocks      # superblocks per channel
+    bint stream                 # output passes use non-temporal stores
 
 
 cdef struct Block:
@@ -451,6 +523,24 @@ def openmp_max_threads():
     return bn3d_max_threads()
 
 
+def streaming_supported():
+    """Return whether the kernels can write with non-temporal stores (x86-64)."""
+    return bool(BN3D_STREAMING)
+
+
+def set_stream_threshold(Py_ssize_t nbytes):
+    """Stream the outputs of calls whose arrays hold more than ``nbytes`` bytes."""
+    global stream_above
+    if nbytes < 0:
+        raise ValueError(f"the threshold must be non-negative, got {nbytes}")
+    stream_above = nbytes
+
+
+def stream_threshold():
+    """Return the size in bytes above which calls stream their outputs."""
+    return stream_above
+
+
 def build_flags():
     """Return the compiler flags the kernels were built with."""
     return BN3D_BUILD_FLAGS.decode()
@@ -465,8 +555,10 @@ def compiler_version():
 # Geometry
 
 
-cdef Geometry make_geometry(Py_ssize_t batch, Py_ssize_t channels,
-                            Py_ssize_t length) noexcept nogil:
+cdef Geometry make_geometry(Py_ssize_t batch, Py_ssize_t channels, Py_ssize_t length,
+                            Py_ssize_t bytes_per_element) noexcept nogil:
+    """The blocks of an (N, C, L) call whose arrays hold ``bytes_per_element``
+    bytes per element of ``x`` in all (0 when it writes no output)."""
     cdef Geometry geometry
     geometry.batch = batch
     geometry.channels = channels
@@ -480,6 +572,8 @@ cdef Geometry make_geometry(Py_ssize_t batch, Py_ssize_t channels,
         geometry.blocks = ((batch + geometry.rows_per_block - 1) // geometry.rows_per_block
                            * geometry.blocks_per_row)
     geometry.superblocks = min(geometry.blocks, <Py_ssize_t>MAX_SUPERBLOCKS)
+    geometry.stream = (BN3D_STREAMING and bytes_per_element > 0
+                       and batch * channels * length > stream_above // bytes_per_element)
     return geometry
 
 
@@ -639,7 +733,8 @@ cdef ChannelConstants finish_channel(Pass kind, Partial total, const ChannelPara
 cdef inline void affine_block(const Block *block,
                               const floating *x, Py_ssize_t x_batch_stride,
                               floating *y, Py_ssize_t y_batch_stride,
-                              double mean, double scale, double shift) noexcept nogil:
+                              double mean, double scale, double shift,
+                              bint stream) noexcept nogil:
     """y = (x - mean) * scale + shift in the data's precision.
 
     The mean is split as ``mean_hi + mean_lo`` with ``mean_hi`` in the data's
@@ -651,17 +746,17 @@ cdef inline void affine_block(const Block *block,
     cdef floating *y_start = y + offset(block, y_batch_stride)
     if floating is float:
         bn3d_affine_float(x_start, x_batch_stride, y_start, y_batch_stride, block.rows,
-                          block.size, mean_hi, mean_lo, <float>scale, <float>shift)
+                          block.size, mean_hi, mean_lo, <float>scale, <float>shift, stream)
     else:
         bn3d_affine_double(x_start, x_batch_stride, y_start, y_batch_stride, block.rows,
-                           block.size, mean_hi, mean_lo, scale, shift)
+                           block.size, mean_hi, mean_lo, scale, shift, stream)
 
 
 cdef inline void grad_input_block(const Block *block,
                                   const floating *g, Py_ssize_t g_batch_stride,
                                   const floating *x, Py_ssize_t x_batch_stride,
                                   floating *out, Py_ssize_t out_batch_stride,
-                                  const ChannelConstants *k) noexcept nogil:
+                                  const ChannelConstants *k, bint stream) noexcept nogil:
     """grad_input = (g - mean(g) - (x - mean) * invstd**2 * mean(g * (x - mean))) * w * invstd.
 
     In the data's precision, the mean split in two as in ``affine_block``, its
@@ -676,11 +771,11 @@ cdef inline void grad_input_block(const Block *block,
         bn3d_grad_input_float(g_start, g_batch_stride, x_start, x_batch_stride,
                               out_start, out_batch_stride, block.rows, block.size, mean_hi,
                               <float>(k.grad_mean - mean_lo * k.grad_coefficient),
-                              <float>k.grad_coefficient, <float>k.scale)
+                              <float>k.grad_coefficient, <float>k.scale, stream)
     else:
         bn3d_grad_input_double(g_start, g_batch_stride, x_start, x_batch_stride,
                                out_start, out_batch_stride, block.rows, block.size,
-                               mean_hi, k.grad_mean, k.grad_coefficient, k.scale)
+                               mean_hi, k.grad_mean, k.grad_coefficient, k.scale, stream)
 
 
 cdef void apply_block(Pass kind, const Geometry *geometry, Py_ssize_t index,
@@ -690,9 +785,11 @@ cdef void apply_block(Pass kind, const Geometry *geometry, Py_ssize_t index,
                       const ChannelConstants *k) noexcept nogil:
     cdef Block block = locate_block(geometry, index)
     if kind == FORWARD:
-        affine_block(&block, x, x_batch_stride, out, out_batch_stride, k.mean, k.scale, k.shift)
+        affine_block(&block, x, x_batch_stride, out, out_batch_stride, k.mean, k.scale, k.shift,
+                     geometry.stream)
     else:
-        grad_input_block(&block, g, g_batch_stride, x, x_batch_stride, out, out_batch_stride, k)
+        grad_input_block(&block, g, g_batch_stride, x, x_batch_stride, out, out_batch_stride, k,
+                         geometry.stream)
 
 
 # --------------------------------------------------------------------------
@@ -749,15 +846,18 @@ cdef int reduce_and_apply(Pass kind, const Geometry *geometry,
             return -1
         for c in range(channels):
             run_channel(kind, geometry, c, x, xn, xc, g, gn, gc, out, on, oc, p, partials)
+        end_streaming(geometry)
         free(partials)
         return 0
     if by_channel:
         partials = <Partial *>malloc(channels * superblocks * sizeof(Partial))
         if partials == NULL:
             return -1
-        for c in prange(channels, schedule="static", num_threads=threads):
-            run_channel(kind, geometry, c, x, xn, xc, g, gn, gc, out, on, oc, p,
-                        partials + c * superblocks)
+        with parallel(num_threads=threads):
+            for c in prange(channels, schedule="static"):
+                run_channel(kind, geometry, c, x, xn, xc, g, gn, gc, out, on, oc, p,
+                            partials + c * superblocks)
+            end_streaming(geometry)
         free(partials)
         return 0
     partials = <Partial *>malloc(superblocks * sizeof(Partial))
@@ -768,11 +868,19 @@ cdef int reduce_and_apply(Pass kind, const Geometry *geometry,
         for s in prange(superblocks, schedule="static", num_threads=threads):
             partials[s] = reduce_superblock(kind, geometry, s, x + c * xc, xn, g + c * gc, gn, mean)
         k = finish_channel(kind, merge_superblocks(kind, partials, superblocks), p, c)
-        for block in prange(geometry.blocks, schedule="static", num_threads=threads):
-            apply_block(kind, geometry, block, x + c * xc, xn, g + c * gc, gn,
-                        out + c * oc, on, &k)
+        with parallel(num_threads=threads):
+            for block in prange(geometry.blocks, schedule="static"):
+                apply_block(kind, geometry, block, x + c * xc, xn, g + c * gc, gn,
+                            out + c * oc, on, &k)
+            end_streaming(geometry)
     free(partials)
     return 0
+
+
+cdef inline void end_streaming(const Geometry *geometry) noexcept nogil:
+    """Make this thread's non-temporal stores, if any, visible before it goes on."""
+    if geometry.stream:
+        bn3d_stream_fence()
 
 
 cdef inline bint serial(int threads) noexcept nogil:
@@ -829,7 +937,8 @@ cdef inline void affine_item(const Geometry *geometry, Py_ssize_t item,
     """The affine map of block ``item % blocks`` of channel ``item // blocks``."""
     cdef Py_ssize_t c = item // geometry.blocks
     cdef Block block = locate_block(geometry, item % geometry.blocks)
-    affine_block(&block, x + c * xc, xn, out + c * oc, on, mean[c], scale[c], shift[c])
+    affine_block(&block, x + c * xc, xn, out + c * oc, on, mean[c], scale[c], shift[c],
+                 geometry.stream)
 
 
 cdef inline void affine_rows(const Geometry *geometry, Py_ssize_t item,
@@ -844,10 +953,10 @@ cdef inline void affine_rows(const Geometry *geometry, Py_ssize_t item,
                                geometry.batch * geometry.channels)
     if floating is float:
         bn3d_affine_rows_float(x, xn, xc, out, on, oc, geometry.channels, geometry.length,
-                               first, last, mean, scale, shift)
+                               first, last, mean, scale, shift, geometry.stream)
     else:
         bn3d_affine_rows_double(x, xn, xc, out, on, oc, geometry.channels, geometry.length,
-                                first, last, mean, scale, shift)
+                                first, last, mean, scale, shift, geometry.stream)
 
 
 cdef void affine_channels(const Geometry *geometry,
@@ -873,12 +982,15 @@ cdef void affine_channels(const Geometry *geometry,
                 affine_rows(geometry, item, x, xn, xc, out, on, oc, mean, scale, shift)
             else:
                 affine_item(geometry, item, x, xn, xc, out, on, oc, mean, scale, shift)
+        end_streaming(geometry)
     else:
-        for item in prange(items, schedule="static", num_threads=threads):
-            if short_rows:
-                affine_rows(geometry, item, x, xn, xc, out, on, oc, mean, scale, shift)
-            else:
-                affine_item(geometry, item, x, xn, xc, out, on, oc, mean, scale, shift)
+        with parallel(num_threads=threads):
+            for item in prange(items, schedule="static"):
+                if short_rows:
+                    affine_rows(geometry, item, x, xn, xc, out, on, oc, mean, scale, shift)
+                else:
+                    affine_item(geometry, item, x, xn, xc, out, on, oc, mean, scale, shift)
+            end_streaming(geometry)
 
 
 # --------------------------------------------------------------------------
@@ -904,7 +1016,8 @@ def train_forward(const floating[:, :, :] x, floating[:, :, :] y,
     variance of each channel (NaN for an empty channel; the unbiased variance
     of a single value is NaN).
     """
-    cdef Geometry geometry = make_geometry(x.shape[0], x.shape[1], x.shape[2])
+    cdef Geometry geometry = make_geometry(x.shape[0], x.shape[1], x.shape[2],
+                                           2 * <Py_ssize_t>sizeof(floating))
     cdef ChannelParameters p
     cdef int status
     if geometry.channels == 0:
@@ -931,7 +1044,8 @@ def train_forward(const floating[:, :, :] x, floating[:, :, :] y,
 def batch_stats(const floating[:, :, :] x, double eps,
                 double[::1] mean, double[::1] invstd, double[::1] var_unbiased, int threads):
     """Batch statistics of ``x`` alone, bitwise equal to those of ``train_forward``."""
-    cdef Geometry geometry = make_geometry(x.shape[0], x.shape[1], x.shape[2])
+    cdef Geometry geometry = make_geometry(x.shape[0], x.shape[1], x.shape[2],
+                                           0)
     cdef ChannelParameters p
     cdef int status
     cdef double *ones
@@ -971,7 +1085,8 @@ def eval_forward(const floating[:, :, :] x, floating[:, :, :] y,
 
     Stores ``1 / sqrt(var + eps)`` of each channel in ``invstd``.
     """
-    cdef Geometry geometry = make_geometry(x.shape[0], x.shape[1], x.shape[2])
+    cdef Geometry geometry = make_geometry(x.shape[0], x.shape[1], x.shape[2],
+                                           2 * <Py_ssize_t>sizeof(floating))
     cdef Py_ssize_t c, channels = geometry.channels
     cdef double *scale
     if channels == 0:
@@ -1016,7 +1131,8 @@ def train_backward(const floating[:, :, :] grad_output, const floating[:, :, :] 
     ``grad_input = w * invstd / n * (n * g - sum(g) - xhat * sum(g * xhat))``,
     ``grad_weight = sum(g * xhat)``, ``grad_bias = sum(g)``.
     """
-    cdef Geometry geometry = make_geometry(x.shape[0], x.shape[1], x.shape[2])
+    cdef Geometry geometry = make_geometry(x.shape[0], x.shape[1], x.shape[2],
+                                           3 * <Py_ssize_t>sizeof(floating))
     cdef ChannelParameters p
     cdef int status
     if geometry.channels == 0:
@@ -1050,7 +1166,8 @@ def eval_backward(const floating[:, :, :] grad_output, const floating[:, :, :] x
     ``grad_input = g * w * invstd``, ``grad_weight = sum(g * xhat)``,
     ``grad_bias = sum(g)``.
     """
-    cdef Geometry geometry = make_geometry(x.shape[0], x.shape[1], x.shape[2])
+    cdef Geometry geometry = make_geometry(x.shape[0], x.shape[1], x.shape[2],
+                                           3 * <Py_ssize_t>sizeof(floating))
     cdef Py_ssize_t c, channels = geometry.channels
     cdef double *constants
     cdef ChannelParameters p

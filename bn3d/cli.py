@@ -16,6 +16,13 @@ from ._threads import get_num_threads, openmp_enabled
 from .spec import FAIL, PASS, SKIPPED, SpecError, load_spec, max_error, run_check, verify
 
 
+def _streaming() -> str:
+    """When the kernels write with non-temporal stores."""
+    if not _kernels.streaming_supported():
+        return "off (no non-temporal stores on this machine)"
+    return f"calls larger than {_kernels.stream_threshold() / 2**20:g} MiB"
+
+
 def _info(args: argparse.Namespace) -> int:
     """Print the version, OpenMP and thread settings, and how bn3d was built."""
     rows = [
@@ -24,6 +31,7 @@ def _info(args: argparse.Namespace) -> int:
         ("numpy", np.__version__),
         ("openmp", "on" if openmp_enabled() else "off"),
         ("threads", str(get_num_threads())),
+        ("streaming", _streaming()),
         ("compiler", _kernels.compiler_version()),
         ("compile flags", _kernels.build_flags()),
         ("kernels", _kernels.__file__),

@@ -16,6 +16,7 @@ import numpy as np
 
 from . import _kernels
 from ._arrays import as_array
+from ._cache import configure_streaming
 from ._threads import threads_for
 
 __all__ = [
@@ -50,6 +51,8 @@ _TORCH_TYPE_NAMES = {
 _FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 _FLOAT64 = np.dtype(np.float64)
 _PARAMETER_NAMES = ("running_mean", "running_var", "weight", "bias")
+
+configure_streaming()
 
 
 class BatchStats(NamedTuple):

@@ -30,6 +30,25 @@ def reference_batch_norm(x, weight=None, bias=None, eps=1e-5, mean=None, var=Non
     return y * per_channel(weight, xd.ndim) + per_channel(bias, xd.ndim)
 
 
+def reference_batch_norm_backward(g, x, running_mean, running_var, training, eps=1e-5):
+    """float64 gradients (input, weight, bias) computed the plain way, for weight 1."""
+    xd, gd = np.asarray(x, np.float64), np.asarray(g, np.float64)
+    axes = reduce_axes(xd.ndim)
+    if training:
+        mean, var = xd.mean(axis=axes), xd.var(axis=axes)
+    else:
+        mean, var = np.asarray(running_mean, np.float64), np.asarray(running_var, np.float64)
+    invstd = 1 / np.sqrt(var + eps)
+    xhat = (xd - per_channel(mean, xd.ndim)) * per_channel(invstd, xd.ndim)
+    grad_bias, grad_weight = gd.sum(axis=axes), (gd * xhat).sum(axis=axes)
+    grad_input = gd * per_channel(invstd, xd.ndim)
+    if training:
+        n = xd.size / xd.shape[1]
+        grad_input = grad_input - per_channel(invstd / n, xd.ndim) * (
+            per_channel(grad_bias, xd.ndim) + xhat * per_channel(grad_weight, xd.ndim))
+    return grad_input, grad_weight, grad_bias
+
+
 def max_relative_error(actual, expected) -> float:
     """max |actual - expected| / max(1, |expected|)."""
     actual = np.asarray(actual, dtype=np.float64)

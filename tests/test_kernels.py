@@ -10,7 +10,12 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import max_relative_error, reduce_axes, reference_batch_norm
+from conftest import (
+    max_relative_error,
+    reduce_axes,
+    reference_batch_norm,
+    reference_batch_norm_backward,
+)
 
 from bn3d import batch_norm, batch_norm_backward, batch_norm_stats, native_batch_norm
 
@@ -239,23 +244,54 @@ def test_every_row_length_has_accurate_gradients(rng, length, training, dtype):
     running_mean, running_var = rng.standard_normal(3), rng.uniform(0.5, 2.0, 3)
     got = batch_norm_backward(g, x, running_mean.astype(dtype), running_var.astype(dtype),
                               training=training)
-    # The gradients computed the plain way, in float64.
-    xd, gd = x.astype(np.float64), g.astype(np.float64)
-    if training:
-        mean, var = xd.mean(axis=(0, 2)), xd.var(axis=(0, 2))
-    else:
-        mean, var = running_mean.astype(dtype).astype(np.float64), running_var.astype(dtype)
-    invstd = 1 / np.sqrt(np.asarray(var, np.float64) + 1e-5)
-    xhat = (xd - mean[:, None]) * invstd[:, None]
-    grad_bias, grad_weight = gd.sum(axis=(0, 2)), (gd * xhat).sum(axis=(0, 2))
-    grad_input = gd * invstd[:, None]
-    if training:
-        n = xd.size / 3
-        grad_input = grad_input - invstd[:, None] / n * (grad_bias[:, None]
-                                                         + xhat * grad_weight[:, None])
+    expected = reference_batch_norm_backward(g, x, running_mean.astype(dtype),
+                                             running_var.astype(dtype), training)
     tolerance = {np.float32: 2e-6, np.float64: 1e-12}[dtype]
-    for a, b in zip(got, (grad_input, grad_weight, grad_bias)):
+    for a, b in zip(got, expected):
         assert np.max(np.abs(a - b)) <= tolerance * max(1.0, np.max(np.abs(b)))
+
+
+STREAMING_LAYOUTS = {
+    "contiguous": lambda a: a,
+    "strided-batch": lambda a: a[::2],
+    "channel-slice": lambda a: a[:, 1:],
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(6, 3, 1000), (1, 3, 64, 64, 17), (70, 5, 3, 7, 7)])
+@pytest.mark.parametrize("layout", STREAMING_LAYOUTS, ids=list(STREAMING_LAYOUTS))
+def test_streamed_outputs_hold_the_same_bits(rng, shape, layout, dtype):
+    from bn3d import _kernels
+
+    x = STREAMING_LAYOUTS[layout](random_data(rng, shape, dtype))
+    g = random_data(rng, x.shape, dtype)
+    channels = x.shape[1]
+    running_mean = rng.standard_normal(channels).astype(dtype)
+    running_var = rng.uniform(0.5, 2.0, channels).astype(dtype)
+    # An output one element into its buffer: its rows start off 16-byte boundaries.
+    misaligned = np.empty(x.size + 2, dtype)[1:-1].reshape(x.shape)
+
+    def outputs():
+        return [
+            batch_norm(x, None, None, training=True),
+            batch_norm(x, running_mean, running_var, training=False),
+            batch_norm(x, None, None, training=True, out=misaligned).copy(),
+            *batch_norm_backward(g, x, None, None, training=True),
+            *batch_norm_backward(g, x, running_mean, running_var, training=False),
+        ]
+
+    threshold = _kernels.stream_threshold()
+    try:
+        _kernels.set_stream_threshold(2**62)
+        cached = outputs()
+        _kernels.set_stream_threshold(0)
+        streamed = outputs()
+    finally:
+        _kernels.set_stream_threshold(threshold)
+    for a, b in zip(cached, streamed):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(cached[0], cached[2])
 
 
 def test_running_stats_follow_torch_update_rule(rng):
@@ -340,21 +376,24 @@ def test_float32_backward_matches_float64(rng):
 DETERMINISM_SCRIPT = textwrap.dedent(
     """
     import hashlib
+    import itertools
     import numpy as np
     import bn3d
     digest = hashlib.sha256()
     rng = np.random.default_rng(7)
-    for shape in [(1, 3, 64, 64, 40), (8, 40, 3, 7, 9), (2, 3, 5000), (4, 5, 1, 1, 1)]:
-        for dtype in (np.float32, np.float64):
-            x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
-            g = rng.standard_normal(shape).astype(dtype)
-            y, mean, invstd = bn3d.batch_norm(x, None, None, training=True, return_stats=True)
-            grads = bn3d.batch_norm_backward(g, x, None, None, training=True)
-            running_mean = np.linspace(-1, 1, shape[1]).astype(dtype)
-            running_var = np.linspace(0.5, 2, shape[1]).astype(dtype)
-            eval_grads = bn3d.batch_norm_backward(g, x, running_mean, running_var)
-            for array in (y, mean, invstd) + grads + eval_grads:
-                digest.update(np.ascontiguousarray(array).tobytes())
+    shapes = [(1, 3, 64, 64, 40), (8, 40, 3, 7, 9), (2, 3, 5000), (4, 5, 1, 1, 1)]
+    for shape, dtype, threshold in itertools.product(shapes, (np.float32, np.float64),
+                                                     (2**62, 0)):
+        bn3d._kernels.set_stream_threshold(threshold)
+        x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
+        g = rng.standard_normal(shape).astype(dtype)
+        y, mean, invstd = bn3d.batch_norm(x, None, None, training=True, return_stats=True)
+        grads = bn3d.batch_norm_backward(g, x, None, None, training=True)
+        running_mean = np.linspace(-1, 1, shape[1]).astype(dtype)
+        running_var = np.linspace(0.5, 2, shape[1]).astype(dtype)
+        eval_grads = bn3d.batch_norm_backward(g, x, running_mean, running_var)
+        for array in (y, mean, invstd) + grads + eval_grads:
+            digest.update(np.ascontiguousarray(array).tobytes())
     print(bn3d.get_num_threads(), digest.hexdigest())
     """
 )
