@@ -13,7 +13,9 @@ The elements of one channel are cut into *blocks* of about ``BLOCK`` (2048)
 elements: segments of at most ``BLOCK`` elements of one row ``(n, c, :)`` when
 rows are long, or ``BLOCK // L`` whole consecutive rows when they are short.
 The blocks of a channel are grouped, in order, into at most
-``MAX_SUPERBLOCKS`` (64) *superblocks*.
+``MAX_SUPERBLOCKS`` (64) *superblocks*. The gradient sums of short rows are
+taken row by row in memory order instead: the batch is cut into at most 64
+*batch groups* of consecutive n, each summed for every channel at once.
 
 Passes over large arrays write their output with non-temporal stores, which
 send whole cache lines to memory without first reading them into the cache:
@@ -37,7 +39,7 @@ the data's precision, where ``mean_hi + mean_lo`` is the double mean split into
 two values of the data type: the centring is nearly exact even for float32
 data with a large mean, and a constant channel maps to exactly ``shift``.
 Gradients of float64 data reduce in double like the statistics. For float32
-data, the products ``g * (x - mean)`` and runs of 128 elements are
+data, the products ``g * (x - mean)`` and runs of 128 elements of a row are
 summed in float and each run is added into double lanes: the error stays at
 the level of float32 rounding of the data, and the channel sums are still
 double. grad_input is computed in the data's precision from per-channel
@@ -45,8 +47,8 @@ constants in double. Streamed or not, an output holds the same bits.
 
 Determinism
 -----------
-The blocks, the superblocks and the order in which they are combined depend
-on the shape alone, never on the number of threads or on which
+The blocks, the superblocks, the batch groups and the order in which they are
+combined depend on the shape alone, never on the number of threads or on which
 thread does what, so every result is bitwise identical whatever the team size.
 The code is built without ``-ffast-math`` and with ``-ffp-contract=off``: NaN
 and inf propagate (a NaN anywhere in a channel's batch makes that channel's
@@ -57,7 +59,7 @@ to another.
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.math cimport NAN, sqrt
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport calloc, free, malloc
 
 cdef extern from *:
     """
@@ -307,46 +309,44 @@ cdef extern from *:
     BN3D_MOMENTS(bn3d_moments_float, float, bn3d_load_float)
     BN3D_MOMENTS(bn3d_moments_double, double, bn3d_load_double)
 
-    /* float64 data: sum(g) and sum(g * (x - mean)) of a block, in double. */
-    BN3D_CLONES static void bn3d_gradient_sums_double(
-            const double *g, Py_ssize_t g_stride, const double *x, Py_ssize_t x_stride,
-            Py_ssize_t rows, Py_ssize_t size, double mean,
-            double *sum_out, double *dot_out) {
+    /* Gradient sums: sum(g) and sum(g * (x - mean)) of one run of `size`
+       elements (a segment of a long row, or a whole short row).
+
+       float64 data: in double, in the 16-lane order above. */
+    BN3D_INLINE void bn3d_gradient_run_double(const double *g, const double *x,
+                                              Py_ssize_t size, double mean,
+                                              double *sum_out, double *dot_out) {
         bn3d_v4d s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
         bn3d_v4d p0 = {0}, p1 = {0}, p2 = {0}, p3 = {0};
         bn3d_v4d g0, g1, g2, g3, c = mean - (bn3d_v4d){0};
-        Py_ssize_t r, i, full = size - size % 16;
+        Py_ssize_t i, full = size - size % 16;
         double sum = 0, dot = 0;
-        for (r = 0; r < rows; r++) {
-            const double *gr = g + r * g_stride;
-            const double *xr = x + r * x_stride;
-            for (i = 0; i < full; i += 16) {
-                g0 = bn3d_load_double(gr + i);
-                g1 = bn3d_load_double(gr + i + 4);
-                g2 = bn3d_load_double(gr + i + 8);
-                g3 = bn3d_load_double(gr + i + 12);
-                s0 += g0;
-                s1 += g1;
-                s2 += g2;
-                s3 += g3;
-                p0 += g0 * (bn3d_load_double(xr + i) - c);
-                p1 += g1 * (bn3d_load_double(xr + i + 4) - c);
-                p2 += g2 * (bn3d_load_double(xr + i + 8) - c);
-                p3 += g3 * (bn3d_load_double(xr + i + 12) - c);
-            }
-            for (i = full; i < size; i++) {
-                sum += gr[i];
-                dot += gr[i] * (xr[i] - mean);
-            }
+        for (i = 0; i < full; i += 16) {
+            g0 = bn3d_load_double(g + i);
+            g1 = bn3d_load_double(g + i + 4);
+            g2 = bn3d_load_double(g + i + 8);
+            g3 = bn3d_load_double(g + i + 12);
+            s0 += g0;
+            s1 += g1;
+            s2 += g2;
+            s3 += g3;
+            p0 += g0 * (bn3d_load_double(x + i) - c);
+            p1 += g1 * (bn3d_load_double(x + i + 4) - c);
+            p2 += g2 * (bn3d_load_double(x + i + 8) - c);
+            p3 += g3 * (bn3d_load_double(x + i + 12) - c);
+        }
+        for (i = full; i < size; i++) {
+            sum += g[i];
+            dot += g[i] * (x[i] - mean);
         }
         *sum_out = sum + bn3d_lanes_sum(s0, s1, s2, s3);
         *dot_out = dot + bn3d_lanes_sum(p0, p1, p2, p3);
     }
 
-    /* float data: sum(g) and sum(g * (x - mean)). The products g * (x - mean_hi)
-       and runs of 8 vector steps (128 elements, across rows) are summed in float,
-       each run flushed into double lanes that keep the 16-lane order above; the
-       low part of the mean enters as - mean_lo * sum(g), in double. */
+    /* float data: the products g * (x - mean_hi) and runs of 8 vector steps
+       (128 elements) are summed in float, each run flushed into double lanes
+       that keep the 16-lane order above; the low part of the mean enters as
+       - mean_lo * sum(g), in double. */
     typedef float bn3d_v8f __attribute__((vector_size(32)));
     #define BN3D_RUN 128
     BN3D_INLINE bn3d_v8f bn3d_load8(const float *p) {
@@ -362,41 +362,36 @@ cdef extern from *:
         memcpy(&half, (const char *)&run + sizeof half, sizeof half);
         *high += __builtin_convertvector(half, bn3d_v4d);
     }
-    BN3D_CLONES static void bn3d_gradient_sums_float(
-            const float *g, Py_ssize_t g_stride, const float *x, Py_ssize_t x_stride,
-            Py_ssize_t rows, Py_ssize_t size, double mean,
-            double *sum_out, double *dot_out) {
+    BN3D_INLINE void bn3d_gradient_run_float(const float *g, const float *x,
+                                             Py_ssize_t size, double mean,
+                                             double *sum_out, double *dot_out) {
         const float mean_hi = (float)mean;
         const double mean_lo = mean - (double)mean_hi;
         bn3d_v4d s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
         bn3d_v4d p0 = {0}, p1 = {0}, p2 = {0}, p3 = {0};
         bn3d_v8f sum_a = {0}, sum_b = {0}, dot_a = {0}, dot_b = {0}, g_a, g_b;
-        Py_ssize_t r, i, in_run = 0, full = size - size % 16;
+        Py_ssize_t i, in_run = 0, full = size - size % 16;
         double sum = 0, dot = 0;
-        for (r = 0; r < rows; r++) {
-            const float *gr = g + r * g_stride;
-            const float *xr = x + r * x_stride;
-            for (i = 0; i < full; i += 16) {
-                g_a = bn3d_load8(gr + i);
-                g_b = bn3d_load8(gr + i + 8);
-                sum_a += g_a;
-                sum_b += g_b;
-                dot_a += g_a * (bn3d_load8(xr + i) - mean_hi);
-                dot_b += g_b * (bn3d_load8(xr + i + 8) - mean_hi);
-                in_run += 16;
-                if (in_run == BN3D_RUN) {
-                    bn3d_flush(sum_a, &s0, &s1);
-                    bn3d_flush(sum_b, &s2, &s3);
-                    bn3d_flush(dot_a, &p0, &p1);
-                    bn3d_flush(dot_b, &p2, &p3);
-                    sum_a = sum_b = dot_a = dot_b = (bn3d_v8f){0};
-                    in_run = 0;
-                }
+        for (i = 0; i < full; i += 16) {
+            g_a = bn3d_load8(g + i);
+            g_b = bn3d_load8(g + i + 8);
+            sum_a += g_a;
+            sum_b += g_b;
+            dot_a += g_a * (bn3d_load8(x + i) - mean_hi);
+            dot_b += g_b * (bn3d_load8(x + i + 8) - mean_hi);
+            in_run += 16;
+            if (in_run == BN3D_RUN) {
+                bn3d_flush(sum_a, &s0, &s1);
+                bn3d_flush(sum_b, &s2, &s3);
+                bn3d_flush(dot_a, &p0, &p1);
+                bn3d_flush(dot_b, &p2, &p3);
+                sum_a = sum_b = dot_a = dot_b = (bn3d_v8f){0};
+                in_run = 0;
             }
-            for (i = full; i < size; i++) {
-                sum += gr[i];
-                dot += (double)(gr[i] * (xr[i] - mean_hi));
-            }
+        }
+        for (i = full; i < size; i++) {
+            sum += g[i];
+            dot += (double)(g[i] * (x[i] - mean_hi));
         }
         bn3d_flush(sum_a, &s0, &s1);
         bn3d_flush(sum_b, &s2, &s3);
@@ -406,6 +401,71 @@ cdef extern from *:
         *sum_out = sum;
         *dot_out = (dot + bn3d_lanes_sum(p0, p1, p2, p3)) - mean_lo * sum;
     }
+
+    /* The gradient sums of one segment. */
+    #define BN3D_GRADIENT_SUMS(NAME, T)                                          \
+    BN3D_CLONES static void NAME(const T *g, const T *x, Py_ssize_t size,       \
+                                 double mean, double *sum, double *dot) {       \
+        bn3d_gradient_run_##T(g, x, size, mean, sum, dot);                     \
+    }
+
+    /* Whole rows n = first..last-1 of every channel of (N, C, L) arrays, in
+       memory order: the sums of row (n, c) are added to sums[c] and dots[c]
+       (in n order for each channel). */
+    #define BN3D_GRADIENT_ROWS(NAME, T)                                          \
+    BN3D_CLONES static void NAME(const T *g, Py_ssize_t gn, Py_ssize_t gc,      \
+                                 const T *x, Py_ssize_t xn, Py_ssize_t xc,      \
+                                 Py_ssize_t channels, Py_ssize_t size,          \
+                                 Py_ssize_t first, Py_ssize_t last,             \
+                                 const double *mean, double *sums,              \
+                                 double *dots) {                                \
+        Py_ssize_t n, c;                                                       \
+        double sum, dot;                                                       \
+        for (n = first; n < last; n++)                                         \
+            for (c = 0; c < channels; c++) {                                   \
+                bn3d_gradient_run_##T(g + n * gn + c * gc, x + n * xn + c * xc, \
+                                      size, mean[c], &sum, &dot);              \
+                sums[c] += sum;                                                \
+                dots[c] += dot;                                                \
+            }                                                                  \
+    }
+
+    /* grad_input of whole rows first..last-1 taken in (n, c) order, with the
+       per-channel constants of BN3D_GRAD_INPUT in k[4 * c] (mean_hi, offset,
+       coefficient, scale): row by row the same arithmetic. */
+    #define BN3D_GRAD_INPUT_ROWS(NAME, T)                                        \
+    BN3D_CLONES static void NAME(const T *g, Py_ssize_t gn, Py_ssize_t gc,      \
+                                 const T *x, Py_ssize_t xn, Py_ssize_t xc,      \
+                                 T *out, Py_ssize_t on, Py_ssize_t oc,          \
+                                 Py_ssize_t channels, Py_ssize_t size,          \
+                                 Py_ssize_t first, Py_ssize_t last,             \
+                                 const T *k, int stream) {                      \
+        Py_ssize_t r, n = first / channels, c = first % channels;              \
+        for (r = first; r < last; r++) {                                       \
+            const T *gr = g + n * gn + c * gc;                                 \
+            const T *xr = x + n * xn + c * xc;                                 \
+            T *outr = out + n * on + c * oc;                                   \
+            const T mean_hi = k[4 * c], offset = k[4 * c + 1];                 \
+            const T coefficient = k[4 * c + 2], scale = k[4 * c + 3];          \
+            BN3D_MAP_ROW(T, outr, size, stream,                                \
+                         ((gr[i] - offset) - (xr[i] - mean_hi) * coefficient)  \
+                         * scale,                                              \
+                         ((bn3d_vload_##T(gr + i) - offset)                    \
+                          - (bn3d_vload_##T(xr + i) - mean_hi) * coefficient)  \
+                         * scale);                                             \
+            if (++c == channels) {                                             \
+                c = 0;                                                         \
+                n++;                                                           \
+            }                                                                  \
+        }                                                                      \
+    }
+
+    BN3D_GRADIENT_SUMS(bn3d_gradient_sums_float, float)
+    BN3D_GRADIENT_SUMS(bn3d_gradient_sums_double, double)
+    BN3D_GRADIENT_ROWS(bn3d_gradient_rows_float, float)
+    BN3D_GRADIENT_ROWS(bn3d_gradient_rows_double, double)
+    BN3D_GRAD_INPUT_ROWS(bn3d_grad_input_rows_float, float)
+    BN3D_GRAD_INPUT_ROWS(bn3d_grad_input_rows_double, double)
     """
     const int BN3D_STREAMING
     void bn3d_stream_fence() noexcept nogil
@@ -438,12 +498,32 @@ cdef extern from *:
                             double *mean, double *m2) noexcept nogil
     void bn3d_moments_double(const double *x, Py_ssize_t stride, Py_ssize_t rows,
                              Py_ssize_t size, double *mean, double *m2) noexcept nogil
-    void bn3d_gradient_sums_float(const float *g, Py_ssize_t g_stride, const float *x,
-                                  Py_ssize_t x_stride, Py_ssize_t rows, Py_ssize_t size,
+    void bn3d_gradient_sums_float(const float *g, const float *x, Py_ssize_t size,
                                   double mean, double *sum, double *dot) noexcept nogil
-    void bn3d_gradient_sums_double(const double *g, Py_ssize_t g_stride, const double *x,
-                                   Py_ssize_t x_stride, Py_ssize_t rows, Py_ssize_t size,
+    void bn3d_gradient_sums_double(const double *g, const double *x, Py_ssize_t size,
                                    double mean, double *sum, double *dot) noexcept nogil
+    void bn3d_gradient_rows_float(const float *g, Py_ssize_t gn, Py_ssize_t gc,
+                                  const float *x, Py_ssize_t xn, Py_ssize_t xc,
+                                  Py_ssize_t channels, Py_ssize_t size,
+                                  Py_ssize_t first, Py_ssize_t last, const double *mean,
+                                  double *sums, double *dots) noexcept nogil
+    void bn3d_gradient_rows_double(const double *g, Py_ssize_t gn, Py_ssize_t gc,
+                                   const double *x, Py_ssize_t xn, Py_ssize_t xc,
+                                   Py_ssize_t channels, Py_ssize_t size,
+                                   Py_ssize_t first, Py_ssize_t last, const double *mean,
+                                   double *sums, double *dots) noexcept nogil
+    void bn3d_grad_input_rows_float(const float *g, Py_ssize_t gn, Py_ssize_t gc,
+                                    const float *x, Py_ssize_t xn, Py_ssize_t xc,
+                                    float *out, Py_ssize_t on, Py_ssize_t oc,
+                                    Py_ssize_t channels, Py_ssize_t size,
+                                    Py_ssize_t first, Py_ssize_t last, const float *k,
+                                    int stream) noexcept nogil
+    void bn3d_grad_input_rows_double(const double *g, Py_ssize_t gn, Py_ssize_t gc,
+                                     const double *x, Py_ssize_t xn, Py_ssize_t xc,
+                                     double *out, Py_ssize_t on, Py_ssize_t oc,
+                                     Py_ssize_t channels, Py_ssize_t size,
+                                     Py_ssize_t first, Py_ssize_t last, const double *k,
+                                     int stream) noexcept nogil
 
 # Output passes of calls whose arrays hold more than this many bytes in all use
 # non-temporal stores (set from the last-level cache size by bn3d._cache).
@@ -468,6 +548,7 @@ cdef struct Geometry:
     Py_ssize_t blocks_per_row   # long rows: segments per row (else 1)
     Py_ssize_t blocks           # blocks per channel
     Py_ssize_t superblocks      # superblocks per channel
+    Py_ssize_t batch_groups     # short rows: ranges of n whose gradient sums are taken apart
     bint stream                 # output passes use non-temporal stores
 
 
@@ -572,6 +653,7 @@ cdef Geometry make_geometry(Py_ssize_t batch, Py_ssize_t channels, Py_ssize_t le
         geometry.blocks = ((batch + geometry.rows_per_block - 1) // geometry.rows_per_block
                            * geometry.blocks_per_row)
     geometry.superblocks = min(geometry.blocks, <Py_ssize_t>MAX_SUPERBLOCKS)
+    geometry.batch_groups = min(batch, <Py_ssize_t>MAX_SUPERBLOCKS)
     geometry.stream = (BN3D_STREAMING and bytes_per_element > 0
                        and batch * channels * length > stream_above // bytes_per_element)
     return geometry
@@ -646,17 +728,18 @@ cdef inline Partial block_gradient_sums(const Block *block,
                                         const floating *g, Py_ssize_t g_batch_stride,
                                         const floating *x, Py_ssize_t x_batch_stride,
                                         double mean) noexcept nogil:
-    """(count, sum(g), sum(g * (x - mean))) of one block of a channel."""
+    """(count, sum(g), sum(g * (x - mean))) of one block of a channel: a segment
+    of a long row (short rows are reduced by ``reduce_gradient_rows``)."""
     cdef Partial result
     cdef const floating *g_start = g + offset(block, g_batch_stride)
     cdef const floating *x_start = x + offset(block, x_batch_stride)
-    result.count = block.rows * block.size
+    result.count = block.size
     if floating is float:
-        bn3d_gradient_sums_float(g_start, g_batch_stride, x_start, x_batch_stride,
-                                 block.rows, block.size, mean, &result.first, &result.second)
+        bn3d_gradient_sums_float(g_start, x_start, block.size, mean,
+                                 &result.first, &result.second)
     else:
-        bn3d_gradient_sums_double(g_start, g_batch_stride, x_start, x_batch_stride,
-                                  block.rows, block.size, mean, &result.first, &result.second)
+        bn3d_gradient_sums_double(g_start, x_start, block.size, mean,
+                                  &result.first, &result.second)
     return result
 
 
@@ -752,6 +835,22 @@ cdef inline void affine_block(const Block *block,
                            block.size, mean_hi, mean_lo, scale, shift, stream)
 
 
+cdef inline void grad_input_constants(const ChannelConstants *k, floating *c) noexcept nogil:
+    """The constants of ``bn3d_grad_input``: ``mean_hi``, ``offset``, ``coefficient``
+    and ``scale`` in the data's precision, into ``c[0:4]``.
+
+    For float data, the low part of the mean is folded into ``offset`` (in double).
+    """
+    cdef floating mean_hi = <floating>k.mean
+    c[0] = mean_hi
+    if floating is float:
+        c[1] = <float>(k.grad_mean - (k.mean - <double>mean_hi) * k.grad_coefficient)
+    else:
+        c[1] = k.grad_mean
+    c[2] = <floating>k.grad_coefficient
+    c[3] = <floating>k.scale
+
+
 cdef inline void grad_input_block(const Block *block,
                                   const floating *g, Py_ssize_t g_batch_stride,
                                   const floating *x, Py_ssize_t x_batch_stride,
@@ -762,20 +861,19 @@ cdef inline void grad_input_block(const Block *block,
     In the data's precision, the mean split in two as in ``affine_block``, its
     low part folded into ``mean(g)`` (in double).
     """
-    cdef floating mean_hi = <floating>k.mean
-    cdef double mean_lo = k.mean - <double>mean_hi
+    cdef floating c[4]
     cdef const floating *g_start = g + offset(block, g_batch_stride)
     cdef const floating *x_start = x + offset(block, x_batch_stride)
     cdef floating *out_start = out + offset(block, out_batch_stride)
+    grad_input_constants(k, c)
     if floating is float:
         bn3d_grad_input_float(g_start, g_batch_stride, x_start, x_batch_stride,
-                              out_start, out_batch_stride, block.rows, block.size, mean_hi,
-                              <float>(k.grad_mean - mean_lo * k.grad_coefficient),
-                              <float>k.grad_coefficient, <float>k.scale, stream)
+                              out_start, out_batch_stride, block.rows, block.size,
+                              c[0], c[1], c[2], c[3], stream)
     else:
         bn3d_grad_input_double(g_start, g_batch_stride, x_start, x_batch_stride,
                                out_start, out_batch_stride, block.rows, block.size,
-                               mean_hi, k.grad_mean, k.grad_coefficient, k.scale, stream)
+                               c[0], c[1], c[2], c[3], stream)
 
 
 cdef void apply_block(Pass kind, const Geometry *geometry, Py_ssize_t index,
@@ -840,6 +938,8 @@ cdef int reduce_and_apply(Pass kind, const Geometry *geometry,
     cdef ChannelConstants k
     cdef Partial *partials
     cdef bint by_channel = channels % threads == 0 or channels >= CHANNELS_PER_THREAD * threads
+    if kind == BACKWARD and geometry.rows_per_block > 1:
+        return backward_rows(geometry, x, xn, xc, g, gn, gc, out, on, oc, p, threads)
     if serial(threads):
         partials = <Partial *>malloc(superblocks * sizeof(Partial))
         if partials == NULL:
@@ -903,6 +1003,115 @@ cdef inline void reduce_item(Pass kind, const Geometry *geometry, Py_ssize_t ite
                                        0.0 if kind == FORWARD else p.mean[c])
 
 
+cdef inline void gradient_rows(const Geometry *geometry, Py_ssize_t group,
+                               const floating *x, Py_ssize_t xn, Py_ssize_t xc,
+                               const floating *g, Py_ssize_t gn, Py_ssize_t gc,
+                               const double *mean, double *sums) noexcept nogil:
+    """Add the gradient sums of the rows of batch group ``group`` into ``sums``
+    (``sum(g)`` of each channel, then ``sum(g * (x - mean))``)."""
+    cdef Py_ssize_t first = group * geometry.batch // geometry.batch_groups
+    cdef Py_ssize_t last = (group + 1) * geometry.batch // geometry.batch_groups
+    if floating is float:
+        bn3d_gradient_rows_float(g, gn, gc, x, xn, xc, geometry.channels, geometry.length,
+                                 first, last, mean, sums, sums + geometry.channels)
+    else:
+        bn3d_gradient_rows_double(g, gn, gc, x, xn, xc, geometry.channels, geometry.length,
+                                  first, last, mean, sums, sums + geometry.channels)
+
+
+cdef int reduce_gradient_rows(const Geometry *geometry,
+                              const floating *x, Py_ssize_t xn, Py_ssize_t xc,
+                              const floating *g, Py_ssize_t gn, Py_ssize_t gc,
+                              const ChannelParameters *p, ChannelConstants *constants,
+                              int threads) noexcept nogil:
+    """The gradient sums of short rows, read in memory order.
+
+    Each of the ``batch_groups`` ranges of consecutive n is summed for every
+    channel at once, row by row in n order; the ranges are then added in
+    order, so the result depends on the shape alone. Stores the parameter
+    gradients and, unless ``constants`` is NULL, each channel's constants.
+    Returns -1 when out of memory.
+    """
+    cdef Py_ssize_t channels = geometry.channels, groups = geometry.batch_groups
+    cdef Py_ssize_t j, c
+    cdef Partial total
+    cdef ChannelConstants k
+    cdef double *sums = <double *>calloc(2 * groups * channels, sizeof(double))
+    if sums == NULL:
+        return -1
+    if serial(threads):
+        for j in range(groups):
+            gradient_rows(geometry, j, x, xn, xc, g, gn, gc, p.mean, sums + 2 * j * channels)
+    else:
+        for j in prange(groups, schedule="static", num_threads=threads):
+            gradient_rows(geometry, j, x, xn, xc, g, gn, gc, p.mean, sums + 2 * j * channels)
+    total.count = geometry.batch * geometry.length
+    for c in range(channels):
+        total.first = sums[c]
+        total.second = sums[channels + c]
+        for j in range(1, groups):
+            total.first = total.first + sums[2 * j * channels + c]
+            total.second = total.second + sums[(2 * j + 1) * channels + c]
+        k = finish_channel(BACKWARD, total, p, c)
+        if constants != NULL:
+            constants[c] = k
+    free(sums)
+    return 0
+
+
+cdef inline void grad_input_rows(const Geometry *geometry, Py_ssize_t item,
+                                 const floating *x, Py_ssize_t xn, Py_ssize_t xc,
+                                 const floating *g, Py_ssize_t gn, Py_ssize_t gc,
+                                 floating *out, Py_ssize_t on, Py_ssize_t oc,
+                                 const floating *k) noexcept nogil:
+    """grad_input of ``rows_per_block`` whole rows from row ``item * rows_per_block``,
+    rows counted in (n, c) order."""
+    cdef Py_ssize_t first = item * geometry.rows_per_block
+    cdef Py_ssize_t last = min(first + geometry.rows_per_block,
+                               geometry.batch * geometry.channels)
+    if floating is float:
+        bn3d_grad_input_rows_float(g, gn, gc, x, xn, xc, out, on, oc, geometry.channels,
+                                   geometry.length, first, last, k, geometry.stream)
+    else:
+        bn3d_grad_input_rows_double(g, gn, gc, x, xn, xc, out, on, oc, geometry.channels,
+                                    geometry.length, first, last, k, geometry.stream)
+
+
+cdef int backward_rows(const Geometry *geometry,
+                       const floating *x, Py_ssize_t xn, Py_ssize_t xc,
+                       const floating *g, Py_ssize_t gn, Py_ssize_t gc,
+                       floating *out, Py_ssize_t on, Py_ssize_t oc,
+                       const ChannelParameters *p, int threads) noexcept nogil:
+    """The batch-statistics backward of short rows, both passes in memory order.
+
+    Returns -1 when out of memory.
+    """
+    cdef Py_ssize_t channels = geometry.channels, c, item
+    cdef Py_ssize_t items = ((geometry.batch * channels + geometry.rows_per_block - 1)
+                             // geometry.rows_per_block)
+    cdef ChannelConstants *constants = <ChannelConstants *>malloc(
+        channels * sizeof(ChannelConstants))
+    cdef floating *k = <floating *>malloc(4 * channels * sizeof(floating))
+    cdef int status = -1
+    if constants != NULL and k != NULL:
+        status = reduce_gradient_rows(geometry, x, xn, xc, g, gn, gc, p, constants, threads)
+    if status == 0:
+        for c in range(channels):
+            grad_input_constants(&constants[c], k + 4 * c)
+        if serial(threads):
+            for item in range(items):
+                grad_input_rows(geometry, item, x, xn, xc, g, gn, gc, out, on, oc, k)
+            end_streaming(geometry)
+        else:
+            with parallel(num_threads=threads):
+                for item in prange(items, schedule="static"):
+                    grad_input_rows(geometry, item, x, xn, xc, g, gn, gc, out, on, oc, k)
+                end_streaming(geometry)
+    free(k)
+    free(constants)
+    return status
+
+
 cdef int reduce_only(Pass kind, const Geometry *geometry,
                      const floating *x, Py_ssize_t xn, Py_ssize_t xc,
                      const floating *g, Py_ssize_t gn, Py_ssize_t gc,
@@ -914,7 +1123,10 @@ cdef int reduce_only(Pass kind, const Geometry *geometry,
     """
     cdef Py_ssize_t channels = geometry.channels, superblocks = geometry.superblocks
     cdef Py_ssize_t item, c
-    cdef Partial *partials = <Partial *>malloc(channels * superblocks * sizeof(Partial))
+    cdef Partial *partials
+    if kind == BACKWARD and geometry.rows_per_block > 1:
+        return reduce_gradient_rows(geometry, x, xn, xc, g, gn, gc, p, NULL, threads)
+    partials = <Partial *>malloc(channels * superblocks * sizeof(Partial))
     if partials == NULL:
         return -1
     if serial(threads):

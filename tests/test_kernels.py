@@ -251,6 +251,29 @@ def test_every_row_length_has_accurate_gradients(rng, length, training, dtype):
         assert np.max(np.abs(a - b)) <= tolerance * max(1.0, np.max(np.abs(b)))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("length", [1, 7, 196])
+@pytest.mark.parametrize("training", [True, False])
+def test_short_row_gradients_are_accurate_across_batch_groups(rng, length, training, dtype):
+    # 150 rows per channel: 64 batch groups of two or three rows, shared by a team.
+    import bn3d
+
+    x = random_data(rng, (150, 4, length), dtype)
+    g = random_data(rng, x.shape, dtype)
+    running_mean, running_var = rng.standard_normal(4), rng.uniform(0.5, 2.0, 4)
+    bn3d.set_num_threads(3)
+    try:
+        got = batch_norm_backward(g, x, running_mean.astype(dtype), running_var.astype(dtype),
+                                  training=training)
+    finally:
+        bn3d.set_num_threads(None)
+    expected = reference_batch_norm_backward(g, x, running_mean.astype(dtype),
+                                             running_var.astype(dtype), training)
+    tolerance = {np.float32: 2e-6, np.float64: 1e-12}[dtype]
+    for a, b in zip(got, expected):
+        assert np.max(np.abs(a - b)) <= tolerance * max(1.0, np.max(np.abs(b)))
+
+
 STREAMING_LAYOUTS = {
     "contiguous": lambda a: a,
     "strided-batch": lambda a: a[::2],
@@ -381,7 +404,8 @@ DETERMINISM_SCRIPT = textwrap.dedent(
     import bn3d
     digest = hashlib.sha256()
     rng = np.random.default_rng(7)
-    shapes = [(1, 3, 64, 64, 40), (8, 40, 3, 7, 9), (2, 3, 5000), (4, 5, 1, 1, 1)]
+    shapes = [(1, 3, 64, 64, 40), (8, 40, 3, 7, 9), (2, 3, 5000), (4, 5, 1, 1, 1),
+              (150, 3, 5, 7)]
     for shape, dtype, threshold in itertools.product(shapes, (np.float32, np.float64),
                                                      (2**62, 0)):
         bn3d._kernels.set_stream_threshold(threshold)
