@@ -344,8 +344,9 @@ cdef extern from *:
     }
 
     /* float data: the products g * (x - mean_hi) and runs of 8 vector steps
-       (128 elements) are summed in float, each run flushed into double lanes
-       that keep the 16-lane order above; the low part of the mean enters as
+       (128 elements) are summed in float, in two accumulators of 8 lanes that
+       are added when the run ends and flushed into 8 double lanes (added in a
+       fixed tree at the end); the low part of the mean enters as
        - mean_lo * sum(g), in double. */
     typedef float bn3d_v8f __attribute__((vector_size(32)));
     #define BN3D_RUN 128
@@ -367,8 +368,7 @@ cdef extern from *:
                                              double *sum_out, double *dot_out) {
         const float mean_hi = (float)mean;
         const double mean_lo = mean - (double)mean_hi;
-        bn3d_v4d s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
-        bn3d_v4d p0 = {0}, p1 = {0}, p2 = {0}, p3 = {0};
+        bn3d_v4d s_lo = {0}, s_hi = {0}, p_lo = {0}, p_hi = {0}, lanes;
         bn3d_v8f sum_a = {0}, sum_b = {0}, dot_a = {0}, dot_b = {0}, g_a, g_b;
         Py_ssize_t i, in_run = 0, full = size - size % 16;
         double sum = 0, dot = 0;
@@ -381,25 +381,26 @@ cdef extern from *:
             dot_b += g_b * (bn3d_load8(x + i + 8) - mean_hi);
             in_run += 16;
             if (in_run == BN3D_RUN) {
-                bn3d_flush(sum_a, &s0, &s1);
-                bn3d_flush(sum_b, &s2, &s3);
-                bn3d_flush(dot_a, &p0, &p1);
-                bn3d_flush(dot_b, &p2, &p3);
+                bn3d_flush(sum_a + sum_b, &s_lo, &s_hi);
+                bn3d_flush(dot_a + dot_b, &p_lo, &p_hi);
                 sum_a = sum_b = dot_a = dot_b = (bn3d_v8f){0};
                 in_run = 0;
             }
+        }
+        if (in_run > 0) {
+            bn3d_flush(sum_a + sum_b, &s_lo, &s_hi);
+            bn3d_flush(dot_a + dot_b, &p_lo, &p_hi);
         }
         for (i = full; i < size; i++) {
             sum += g[i];
             dot += (double)(g[i] * (x[i] - mean_hi));
         }
-        bn3d_flush(sum_a, &s0, &s1);
-        bn3d_flush(sum_b, &s2, &s3);
-        bn3d_flush(dot_a, &p0, &p1);
-        bn3d_flush(dot_b, &p2, &p3);
-        sum += bn3d_lanes_sum(s0, s1, s2, s3);
+        lanes = s_lo + s_hi;
+        sum += (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+        lanes = p_lo + p_hi;
+        dot += (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
         *sum_out = sum;
-        *dot_out = (dot + bn3d_lanes_sum(p0, p1, p2, p3)) - mean_lo * sum;
+        *dot_out = dot - mean_lo * sum;
     }
 
     /* The gradient sums of one segment. */
