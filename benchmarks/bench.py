@@ -7,6 +7,14 @@ a preallocated output against a copy measured in the same run, and the peak
 extra memory of a bn3d call; it writes everything to ``benchmarks/results.json``
 for the documentation's plot.
 
+The libraries take turns: the runs of one case are made in ``--rounds`` rounds,
+each library warming up and then making its share of the runs in every round,
+so that a slow spell of the machine (a virtual one shares its memory bandwidth
+with its neighbours) falls on all of them alike. As pyperf does, the whole
+measurement is repeated in ``--processes`` fresh worker processes and their runs
+pooled: where the memory of a process's arrays happens to lie changes its times
+by up to 2x on a virtual machine, for every library at once.
+
 Every library allocates its outputs as it normally does (fresh arrays), except
 in the ``out=`` bandwidth measurement. torch is timed at the same level as bn3d:
 ``torch.nn.functional.batch_norm`` for forwards, ``aten.native_batch_norm_backward``
@@ -21,6 +29,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 import tracemalloc
 from pathlib import Path
@@ -36,30 +46,29 @@ EPS = 1e-5
 MOMENTUM = 0.1
 
 
-def median_seconds(function: Callable[[], object], repeat: int,
-                   warmup_seconds: float = 0.1) -> float:
-    """Median wall time of ``repeat`` calls, after calling for ``warmup_seconds`` (and at least
-    twice) to reach a steady state.
+def interleaved_times(functions: dict[str, Callable[[], object]], repeat: int,
+                      rounds: int, warmup_seconds: float = 0.02) -> dict[str, list[float]]:
+    """Wall times of ``repeat`` calls of each function, the functions taking turns.
 
-    bn3d and torch each have an OpenMP runtime whose idle threads spin for a
-    while after a parallel region; a pause first lets the other library's
-    threads go to sleep, so each library is timed in its own steady state. The
-    first tens of calls after the pause run slower (threads and core waking up):
-    the warm-up is timed, not counted, so small shapes get as many warm-up calls
-    as large ones get time.
+    The calls are made in ``rounds`` rounds. In each round every function in
+    turn is called for ``warmup_seconds`` (and at least twice), untimed, to
+    bring its data and code back into cache and its threads awake, then timed
+    for its share of the ``repeat`` calls.
     """
-    time.sleep(0.05)
-    start = time.perf_counter()
-    calls = 0
-    while calls < 2 or time.perf_counter() - start < warmup_seconds:
-        function()
-        calls += 1
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    shares = [repeat // rounds + (r < repeat % rounds) for r in range(rounds)]
+    times: dict[str, list[float]] = {name: [] for name in functions}
+    for share in shares:
+        for name, function in functions.items():
+            start = time.perf_counter()
+            calls = 0
+            while calls < 2 or time.perf_counter() - start < warmup_seconds:
+                function()
+                calls += 1
+            for _ in range(share):
+                start = time.perf_counter()
+                function()
+                times[name].append(time.perf_counter() - start)
+    return times
 
 
 class Case:
@@ -181,20 +190,15 @@ def numpy_operations(case: Case) -> dict[str, Callable[[], object]]:
     }
 
 
-def copy_bandwidth(case: Case, repeat: int) -> float:
-    """Bytes per second of ``numpy.copyto`` into a preallocated array (read + write)."""
-    destination = np.empty_like(case.x)
-    seconds = median_seconds(lambda: np.copyto(destination, case.x), repeat)
-    return 2 * case.x.nbytes / seconds
-
-
-def out_bandwidth(case: Case, repeat: int) -> float:
-    """Training forward into a preallocated ``out``: one read of x, one write of y."""
-    out = np.empty_like(case.x)
-    seconds = median_seconds(
-        lambda: bn3d.batch_norm(case.x, case.running_mean, case.running_var, case.weight,
-                                case.bias, training=True, eps=EPS, out=out), repeat)
-    return 2 * case.x.nbytes / seconds
+def bandwidth_times(case: Case, repeat: int, rounds: int) -> dict[str, list[float]]:
+    """Times of ``numpy.copyto`` and of a training forward into a preallocated ``out``,
+    in turns: each moves one read of x and one write of y."""
+    copy_destination, out = np.empty_like(case.x), np.empty_like(case.x)
+    return interleaved_times({
+        "copy": lambda: np.copyto(copy_destination, case.x),
+        "out": lambda: bn3d.batch_norm(case.x, case.running_mean, case.running_var,
+                                       case.weight, case.bias, training=True, eps=EPS, out=out),
+    }, repeat, rounds)
 
 
 def extra_memory(operation: Callable[[], object], output_bytes: int) -> int:
@@ -229,15 +233,15 @@ def machine_description() -> dict[str, object]:
             "python": platform.python_version(), "numpy": np.__version__}
 
 
-def run(shapes, thread_counts, repeat: int, with_numpy: bool) -> dict[str, object]:
+def measure(thread_counts: list[int], repeat: int, rounds: int,
+            with_numpy: bool) -> dict[str, list]:
+    """One worker's raw times: every shape, thread count and operation."""
     try:
         import torch
     except ImportError:
         torch = None
-    rows = []
-    bandwidth = []
-    memory = []
-    for shape in shapes:
+    rows, bandwidth, memory = [], [], []
+    for shape in SHAPES:
         case = Case(shape)
         for threads in thread_counts:
             set_threads(threads, torch)
@@ -247,16 +251,12 @@ def run(shapes, thread_counts, repeat: int, with_numpy: bool) -> dict[str, objec
             if with_numpy and threads == thread_counts[0]:
                 libraries["numpy"] = numpy_operations(case)
             for operation in OPERATIONS:
-                times = {name: median_seconds(ops[operation], repeat)
-                         for name, ops in libraries.items()}
+                times = interleaved_times(
+                    {name: ops[operation] for name, ops in libraries.items()}, repeat, rounds)
                 rows.append({"shape": list(shape), "threads": threads, "operation": operation,
-                             "seconds": times})
-                print(format_row(rows[-1]), flush=True)
-            copy = copy_bandwidth(case, repeat)
-            achieved = out_bandwidth(case, repeat)
-            bandwidth.append({"shape": list(shape), "threads": threads,
-                              "copy_bytes_per_second": copy,
-                              "train_forward_out_bytes_per_second": achieved})
+                             "times": times})
+            bandwidth.append({"shape": list(shape), "threads": threads, "bytes": 2 * case.x.nbytes,
+                              "times": bandwidth_times(case, repeat, rounds)})
         ops = bn3d_operations(case)
         memory.append({
             "shape": list(shape),
@@ -264,27 +264,56 @@ def run(shapes, thread_counts, repeat: int, with_numpy: bool) -> dict[str, objec
             "backward_extra_bytes": extra_memory(ops["backward"], case.x.nbytes),
             "input_bytes": case.x.nbytes,
         })
-    set_threads(os.cpu_count() or 1, torch)
+    return {"rows": rows, "bandwidth": bandwidth, "memory": memory,
+            "torch": None if torch is None else torch.__version__}
+
+
+def pooled_median(parts: list[dict], name: str) -> float:
+    return statistics.median(value for part in parts for value in part["times"][name])
+
+
+def combine(workers: list[dict], repeat: int, rounds: int) -> dict[str, object]:
+    """The results: for each case, the median of every worker's runs."""
+    rows = []
+    for parts in zip(*(worker["rows"] for worker in workers)):
+        names = list(parts[0]["times"])
+        rows.append({key: parts[0][key] for key in ("shape", "threads", "operation")}
+                    | {"seconds": {name: pooled_median(parts, name) for name in names},
+                       "process_medians": {name: [statistics.median(part["times"][name])
+                                                  for part in parts] for name in names}})
+    bandwidth = []
+    for parts in zip(*(worker["bandwidth"] for worker in workers)):
+        moved = parts[0]["bytes"]
+        bandwidth.append({"shape": parts[0]["shape"], "threads": parts[0]["threads"],
+                          "copy_bytes_per_second": moved / pooled_median(parts, "copy"),
+                          "train_forward_out_bytes_per_second":
+                              moved / pooled_median(parts, "out")})
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_description(),
-        "versions": {"bn3d": bn3d.__version__,
-                     "torch": None if torch is None else torch.__version__},
-        "repeat": repeat,
+        "versions": {"bn3d": bn3d.__version__, "torch": workers[0]["torch"]},
+        "repeat": repeat * len(workers),
+        "rounds": rounds,
+        "processes": len(workers),
         "rows": rows,
         "bandwidth": bandwidth,
-        "memory": memory,
+        "memory": workers[0]["memory"],
     }
 
 
-def format_row(row: dict) -> str:
-    seconds = row["seconds"]
-    shape = "x".join(map(str, row["shape"]))
-    cells = " ".join(f"{name} {1e3 * value:8.3f} ms" for name, value in seconds.items())
-    ratio = ""
-    if "torch" in seconds:
-        ratio = f"  speed-up {seconds['torch'] / seconds['bn3d']:5.2f}x"
-    return f"{shape:>16} t={row['threads']} {row['operation']:<17} {cells}{ratio}"
+def run_workers(processes: int, worker_arguments: list[str]) -> list[dict]:
+    """Run the measurement in ``processes`` fresh interpreters, one after another."""
+    workers = []
+    for index in range(processes):
+        started = time.perf_counter()
+        result = subprocess.run([sys.executable, __file__, "--worker", *worker_arguments],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise SystemExit(f"worker {index + 1} failed:\n{result.stderr}")
+        workers.append(json.loads(result.stdout))
+        print(f"worker {index + 1}/{processes}: {time.perf_counter() - started:.0f} s",
+              flush=True)
+    return workers
 
 
 def markdown_table(results: dict) -> str:
@@ -332,13 +361,28 @@ def memory_table(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=15, help="timed runs per case (>= 10)")
+    parser.add_argument("--repeat", type=int, default=10,
+                        help="timed runs per library and case in each process (>= 10)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="turns the libraries take at each case")
+    parser.add_argument("--processes", type=int, default=5,
+                        help="worker processes whose runs are pooled")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--no-numpy", action="store_true", help="skip the numpy baseline")
     parser.add_argument("--output", type=Path,
                         default=Path(__file__).resolve().parent / "results.json")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    results = run(SHAPES, args.threads, args.repeat, not args.no_numpy)
+    if args.repeat < 10 or not 1 <= args.rounds <= args.repeat or args.processes < 1:
+        parser.error("need --repeat >= 10, 1 <= --rounds <= --repeat and --processes >= 1")
+    if args.worker:
+        print(json.dumps(measure(args.threads, args.repeat, args.rounds, not args.no_numpy)))
+        return
+    worker_arguments = ["--repeat", str(args.repeat), "--rounds", str(args.rounds),
+                        "--threads", *map(str, args.threads)]
+    if args.no_numpy:
+        worker_arguments.append("--no-numpy")
+    results = combine(run_workers(args.processes, worker_arguments), args.repeat, args.rounds)
     args.output.write_text(json.dumps(results, indent=1) + "\n")
     print()
     print(f"{results['machine']['cpu']}, {results['machine']['cores']} cores, {results['date']}")

@@ -87,6 +87,16 @@ def date_text(iso: str) -> str:
     return when.strftime("%d %B %Y, %H:%M")
 
 
+def timing_text(data: dict[str, Any]) -> str:
+    """How the times were taken, from the fields the benchmark wrote."""
+    text = f"median of {data.get('repeat', '?')} runs after warm-up"
+    if "processes" in data:
+        text += (f", pooled from {data['processes']} processes in which the libraries "
+                 f"took turns ({data.get('rounds', '?')} rounds per case)")
+    threads = " and ".join(map(str, thread_counts(data)))
+    return f"{text}, float32, {threads} threads"
+
+
 def thread_counts(data: dict[str, Any]) -> list[int]:
     return sorted({row["threads"] for row in data["rows"]})
 
@@ -205,8 +215,7 @@ class BenchmarkDirective(SphinxDirective):
                     ("bn3d", versions.get("bn3d")), ("torch", versions.get("torch")),
                     ("numpy", machine.get("numpy")), ("Python", machine.get("python")))
                 if version)),
-            ("Timing", f"median of {data.get('repeat', '?')} runs after warm-up, float32, "
-                       f"{' and '.join(map(str, thread_counts(data)))} threads"),
+            ("Timing", timing_text(data)),
         ]
         fields = nodes.field_list(classes=["bn3d-benchmark-machine"])
         for name, value in items:
