@@ -174,27 +174,59 @@ cdef extern from *:
             for (; i < (size); i++) (out)[i] = (EXPR);                         \
         } while (0)
 
-    /* A block is `rows` runs of `size` elements, run r starting at p + r * stride. */
+    /* The two elementwise maps over one row of `size` elements, in T:
+       y = ((x - mean_hi) - mean_lo) * scale + shift, and
+       out = ((g - offset) - (x - mean_hi) * coefficient) * scale (the caller
+       folds the low part of the mean into offset). */
+    #define BN3D_AFFINE_ROW(T, x_row, y_row, size, stream, mean_hi, mean_lo, scale, \
+                            shift)                                             \
+        do {                                                                   \
+            const T *xr_ = (x_row);                                            \
+            T *yr_ = (y_row);                                                  \
+            BN3D_MAP_ROW(T, yr_, size, stream,                                 \
+                         ((xr_[i] - (mean_hi)) - (mean_lo)) * (scale) + (shift), \
+                         ((bn3d_vload_##T(xr_ + i) - (mean_hi)) - (mean_lo))   \
+                         * (scale) + (shift));                                 \
+        } while (0)
+    #define BN3D_GRAD_INPUT_ROW(T, g_row, x_row, out_row, size, stream, mean_hi, \
+                                offset, coefficient, scale)                    \
+        do {                                                                   \
+            const T *gr_ = (g_row), *xr_ = (x_row);                            \
+            T *outr_ = (out_row);                                              \
+            BN3D_MAP_ROW(T, outr_, size, stream,                               \
+                         ((gr_[i] - (offset)) - (xr_[i] - (mean_hi)) * (coefficient)) \
+                         * (scale),                                            \
+                         ((bn3d_vload_##T(gr_ + i) - (offset))                 \
+                          - (bn3d_vload_##T(xr_ + i) - (mean_hi)) * (coefficient)) \
+                         * (scale));                                           \
+        } while (0)
 
-    /* y = ((x - mean_hi) - mean_lo) * scale + shift, elementwise in T. */
+    /* Rows first..last-1 of (N, C, L) arrays taken in (n, c) order: the
+       statements run with n and c set to each row's batch and channel. */
+    #define BN3D_FOR_ROWS(first, last, channels, ...)                          \
+        do {                                                                   \
+            Py_ssize_t r_, n = (first) / (channels), c = (first) % (channels); \
+            for (r_ = (first); r_ < (last); r_++) {                            \
+                __VA_ARGS__                                                    \
+                if (++c == (channels)) {                                       \
+                    c = 0;                                                     \
+                    n++;                                                       \
+                }                                                              \
+            }                                                                  \
+        } while (0)
+
+    /* A block is `rows` runs of `size` elements, run r starting at p + r * stride. */
     #define BN3D_AFFINE(NAME, T)                                                 \
     BN3D_CLONES static void NAME(const T *x, Py_ssize_t x_stride, T *y,         \
                                  Py_ssize_t y_stride, Py_ssize_t rows,          \
                                  Py_ssize_t size, T mean_hi, T mean_lo,         \
                                  T scale, T shift, int stream) {                \
         Py_ssize_t r;                                                          \
-        for (r = 0; r < rows; r++) {                                           \
-            const T *xr = x + r * x_stride;                                    \
-            T *yr = y + r * y_stride;                                          \
-            BN3D_MAP_ROW(T, yr, size, stream,                                  \
-                         ((xr[i] - mean_hi) - mean_lo) * scale + shift,        \
-                         ((bn3d_vload_##T(xr + i) - mean_hi) - mean_lo) * scale \
-                         + shift);                                             \
-        }                                                                      \
+        for (r = 0; r < rows; r++)                                             \
+            BN3D_AFFINE_ROW(T, x + r * x_stride, y + r * y_stride, size, stream, \
+                            mean_hi, mean_lo, scale, shift);                   \
     }
 
-    /* out = ((g - offset) - (x - mean_hi) * coefficient) * scale (the caller
-       folds the low part of the mean into offset). */
     #define BN3D_GRAD_INPUT(NAME, T)                                             \
     BN3D_CLONES static void NAME(const T *g, Py_ssize_t g_stride, const T *x,   \
                                  Py_ssize_t x_stride, T *out,                   \
@@ -202,22 +234,15 @@ cdef extern from *:
                                  Py_ssize_t size, T mean_hi, T offset,          \
                                  T coefficient, T scale, int stream) {          \
         Py_ssize_t r;                                                          \
-        for (r = 0; r < rows; r++) {                                           \
-            const T *gr = g + r * g_stride;                                    \
-            const T *xr = x + r * x_stride;                                    \
-            T *outr = out + r * out_stride;                                    \
-            BN3D_MAP_ROW(T, outr, size, stream,                                \
-                         ((gr[i] - offset) - (xr[i] - mean_hi) * coefficient)  \
-                         * scale,                                              \
-                         ((bn3d_vload_##T(gr + i) - offset)                    \
-                          - (bn3d_vload_##T(xr + i) - mean_hi) * coefficient)  \
-                         * scale);                                             \
-        }                                                                      \
+        for (r = 0; r < rows; r++)                                             \
+            BN3D_GRAD_INPUT_ROW(T, g + r * g_stride, x + r * x_stride,         \
+                                out + r * out_stride, size, stream, mean_hi,   \
+                                offset, coefficient, scale);                   \
     }
 
-    /* The affine map of whole rows first..last-1 of an (N, C, L) array, taken
-       in (n, c) order, with per-channel constants in double: row by row the
-       same arithmetic as BN3D_AFFINE. */
+    /* The affine map of whole rows first..last-1 taken in (n, c) order, with
+       per-channel constants in double: row by row the same arithmetic as
+       BN3D_AFFINE. */
     #define BN3D_AFFINE_ROWS(NAME, T)                                            \
     BN3D_CLONES static void NAME(const T *x, Py_ssize_t xn, Py_ssize_t xc,      \
                                  T *y, Py_ssize_t yn, Py_ssize_t yc,            \
@@ -225,21 +250,32 @@ cdef extern from *:
                                  Py_ssize_t first, Py_ssize_t last,             \
                                  const double *mean, const double *scale,       \
                                  const double *shift, int stream) {             \
-        Py_ssize_t r, n = first / channels, c = first % channels;              \
-        for (r = first; r < last; r++) {                                       \
-            const T *xr = x + n * xn + c * xc;                                 \
-            T *yr = y + n * yn + c * yc;                                       \
+        BN3D_FOR_ROWS(first, last, channels,                                   \
             const T mean_hi = (T)mean[c];                                      \
             const T mean_lo = (T)(mean[c] - (double)mean_hi);                  \
             const T a = (T)scale[c], b = (T)shift[c];                          \
-            BN3D_MAP_ROW(T, yr, size, stream,                                  \
-                         ((xr[i] - mean_hi) - mean_lo) * a + b,                \
-                         ((bn3d_vload_##T(xr + i) - mean_hi) - mean_lo) * a + b); \
-            if (++c == channels) {                                             \
-                c = 0;                                                         \
-                n++;                                                           \
-            }                                                                  \
-        }                                                                      \
+            BN3D_AFFINE_ROW(T, x + n * xn + c * xc, y + n * yn + c * yc, size, \
+                            stream, mean_hi, mean_lo, a, b);                   \
+        );                                                                     \
+    }
+
+    /* grad_input of whole rows first..last-1 taken in (n, c) order, with the
+       per-channel constants of BN3D_GRAD_INPUT in k[4 * c] (mean_hi, offset,
+       coefficient, scale): row by row the same arithmetic. */
+    #define BN3D_GRAD_INPUT_ROWS(NAME, T)                                        \
+    BN3D_CLONES static void NAME(const T *g, Py_ssize_t gn, Py_ssize_t gc,      \
+                                 const T *x, Py_ssize_t xn, Py_ssize_t xc,      \
+                                 T *out, Py_ssize_t on, Py_ssize_t oc,          \
+                                 Py_ssize_t channels, Py_ssize_t size,          \
+                                 Py_ssize_t first, Py_ssize_t last,             \
+                                 const T *k, int stream) {                      \
+        BN3D_FOR_ROWS(first, last, channels,                                   \
+            const T mean_hi = k[4 * c], offset = k[4 * c + 1];                 \
+            const T coefficient = k[4 * c + 2], scale = k[4 * c + 3];          \
+            BN3D_GRAD_INPUT_ROW(T, g + n * gn + c * gc, x + n * xn + c * xc,   \
+                                out + n * on + c * oc, size, stream, mean_hi,  \
+                                offset, coefficient, scale);                   \
+        );                                                                     \
     }
 
     BN3D_AFFINE(bn3d_affine_float, float)
@@ -248,6 +284,8 @@ cdef extern from *:
     BN3D_AFFINE_ROWS(bn3d_affine_rows_double, double)
     BN3D_GRAD_INPUT(bn3d_grad_input_float, float)
     BN3D_GRAD_INPUT(bn3d_grad_input_double, double)
+    BN3D_GRAD_INPUT_ROWS(bn3d_grad_input_rows_float, float)
+    BN3D_GRAD_INPUT_ROWS(bn3d_grad_input_rows_double, double)
 
     /* Corrected two-pass moments of a block: the mean by a first pass, then
        sum(d) and sum(d*d) with d = x - mean; returns the mean corrected by
@@ -431,42 +469,10 @@ cdef extern from *:
             }                                                                  \
     }
 
-    /* grad_input of whole rows first..last-1 taken in (n, c) order, with the
-       per-channel constants of BN3D_GRAD_INPUT in k[4 * c] (mean_hi, offset,
-       coefficient, scale): row by row the same arithmetic. */
-    #define BN3D_GRAD_INPUT_ROWS(NAME, T)                                        \
-    BN3D_CLONES static void NAME(const T *g, Py_ssize_t gn, Py_ssize_t gc,      \
-                                 const T *x, Py_ssize_t xn, Py_ssize_t xc,      \
-                                 T *out, Py_ssize_t on, Py_ssize_t oc,          \
-                                 Py_ssize_t channels, Py_ssize_t size,          \
-                                 Py_ssize_t first, Py_ssize_t last,             \
-                                 const T *k, int stream) {                      \
-        Py_ssize_t r, n = first / channels, c = first % channels;              \
-        for (r = first; r < last; r++) {                                       \
-            const T *gr = g + n * gn + c * gc;                                 \
-            const T *xr = x + n * xn + c * xc;                                 \
-            T *outr = out + n * on + c * oc;                                   \
-            const T mean_hi = k[4 * c], offset = k[4 * c + 1];                 \
-            const T coefficient = k[4 * c + 2], scale = k[4 * c + 3];          \
-            BN3D_MAP_ROW(T, outr, size, stream,                                \
-                         ((gr[i] - offset) - (xr[i] - mean_hi) * coefficient)  \
-                         * scale,                                              \
-                         ((bn3d_vload_##T(gr + i) - offset)                    \
-                          - (bn3d_vload_##T(xr + i) - mean_hi) * coefficient)  \
-                         * scale);                                             \
-            if (++c == channels) {                                             \
-                c = 0;                                                         \
-                n++;                                                           \
-            }                                                                  \
-        }                                                                      \
-    }
-
     BN3D_GRADIENT_SUMS(bn3d_gradient_sums_float, float)
     BN3D_GRADIENT_SUMS(bn3d_gradient_sums_double, double)
     BN3D_GRADIENT_ROWS(bn3d_gradient_rows_float, float)
     BN3D_GRADIENT_ROWS(bn3d_gradient_rows_double, double)
-    BN3D_GRAD_INPUT_ROWS(bn3d_grad_input_rows_float, float)
-    BN3D_GRAD_INPUT_ROWS(bn3d_grad_input_rows_double, double)
     """
     const int BN3D_STREAMING
     void bn3d_stream_fence() noexcept nogil
@@ -668,6 +674,17 @@ cdef inline Block locate_block(const Geometry *geometry, Py_ssize_t index) noexc
     block.start = (index % geometry.blocks_per_row) * BLOCK
     block.size = min(<Py_ssize_t>BLOCK, geometry.length - block.start)
     return block
+
+
+cdef inline Py_ssize_t row_chunks(const Geometry *geometry) noexcept nogil:
+    """Chunks of ``rows_per_block`` short rows, the rows counted in (n, c) order."""
+    return ((geometry.batch * geometry.channels + geometry.rows_per_block - 1)
+            // geometry.rows_per_block)
+
+
+cdef inline Py_ssize_t chunk_end(const Geometry *geometry, Py_ssize_t first) noexcept nogil:
+    """One past the last row of the chunk that starts at row ``first``."""
+    return min(first + geometry.rows_per_block, geometry.batch * geometry.channels)
 
 
 cdef inline Py_ssize_t offset(const Block *block, Py_ssize_t batch_stride) noexcept nogil:
@@ -1068,8 +1085,7 @@ cdef inline void grad_input_rows(const Geometry *geometry, Py_ssize_t item,
     """grad_input of ``rows_per_block`` whole rows from row ``item * rows_per_block``,
     rows counted in (n, c) order."""
     cdef Py_ssize_t first = item * geometry.rows_per_block
-    cdef Py_ssize_t last = min(first + geometry.rows_per_block,
-                               geometry.batch * geometry.channels)
+    cdef Py_ssize_t last = chunk_end(geometry, first)
     if floating is float:
         bn3d_grad_input_rows_float(g, gn, gc, x, xn, xc, out, on, oc, geometry.channels,
                                    geometry.length, first, last, k, geometry.stream)
@@ -1088,8 +1104,7 @@ cdef int backward_rows(const Geometry *geometry,
     Returns -1 when out of memory.
     """
     cdef Py_ssize_t channels = geometry.channels, c, item
-    cdef Py_ssize_t items = ((geometry.batch * channels + geometry.rows_per_block - 1)
-                             // geometry.rows_per_block)
+    cdef Py_ssize_t items = row_chunks(geometry)
     cdef ChannelConstants *constants = <ChannelConstants *>malloc(
         channels * sizeof(ChannelConstants))
     cdef floating *k = <floating *>malloc(4 * channels * sizeof(floating))
@@ -1162,8 +1177,7 @@ cdef inline void affine_rows(const Geometry *geometry, Py_ssize_t item,
     """The affine map of ``rows_per_block`` whole rows from row ``item * rows_per_block``,
     rows counted in (n, c) order."""
     cdef Py_ssize_t first = item * geometry.rows_per_block
-    cdef Py_ssize_t last = min(first + geometry.rows_per_block,
-                               geometry.batch * geometry.channels)
+    cdef Py_ssize_t last = chunk_end(geometry, first)
     if floating is float:
         bn3d_affine_rows_float(x, xn, xc, out, on, oc, geometry.channels, geometry.length,
                                first, last, mean, scale, shift, geometry.stream)
@@ -1185,8 +1199,7 @@ cdef void affine_channels(const Geometry *geometry,
     cdef bint short_rows = geometry.rows_per_block > 1
     cdef Py_ssize_t item, items
     if short_rows:
-        items = ((geometry.batch * geometry.channels + geometry.rows_per_block - 1)
-                 // geometry.rows_per_block)
+        items = row_chunks(geometry)
     else:
         items = geometry.channels * geometry.blocks
     if serial(threads):
