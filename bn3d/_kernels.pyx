@@ -946,8 +946,9 @@ cdef int reduce_and_apply(Pass kind, const Geometry *geometry,
     re-reads a channel that the reduce pass has just brought into cache. With
     few channels, the team shares each channel: superblocks in the reduce pass,
     blocks in the apply pass. Both orders compute every superblock and combine
-    them in the same way, so they give identical bits. One thread never enters
-    an OpenMP region (see ``serial``). Returns -1 when out of memory.
+    them in the same way, so they give identical bits. The backward of short
+    rows reads them in memory order instead (``backward_rows``). One thread
+    never enters an OpenMP region (see ``serial``). Returns -1 when out of memory.
     """
     cdef Py_ssize_t channels = geometry.channels
     cdef Py_ssize_t superblocks = geometry.superblocks
