@@ -282,7 +282,11 @@ STREAMING_LAYOUTS = {
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(6, 3, 1000), (1, 3, 64, 64, 17), (70, 5, 3, 7, 7)])
+@pytest.mark.parametrize(
+    "shape",
+    [(6, 3, 1000), (2, 4, 2500), (1, 3, 64, 64, 17), (70, 5, 3, 7, 7)],
+    ids=["short-rows", "long-rows-by-channel", "long-rows-shared", "short-rows-many"],
+)
 @pytest.mark.parametrize("layout", STREAMING_LAYOUTS, ids=list(STREAMING_LAYOUTS))
 def test_streamed_outputs_hold_the_same_bits(rng, shape, layout, dtype):
     from bn3d import _kernels
