@@ -20,7 +20,8 @@ def _streaming() -> str:
     """When the kernels write with non-temporal stores."""
     if not _kernels.streaming_supported():
         return "off (no non-temporal stores on this machine)"
-    return f"calls larger than {_kernels.stream_threshold() / 2**20:g} MiB"
+    return (f"calls larger than {_kernels.stream_threshold() / 2**20:g} MiB, "
+            f"{_kernels.store_width()}-byte stores")
 
 
 def _info(args: argparse.Namespace) -> int:

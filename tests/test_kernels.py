@@ -308,17 +308,35 @@ def test_streamed_outputs_hold_the_same_bits(rng, shape, layout, dtype):
             *batch_norm_backward(g, x, running_mean, running_var, training=False),
         ]
 
-    threshold = _kernels.stream_threshold()
+    threshold, width = _kernels.stream_threshold(), _kernels.store_width()
+    streamed = {}
     try:
         _kernels.set_stream_threshold(2**62)
         cached = outputs()
         _kernels.set_stream_threshold(0)
-        streamed = outputs()
+        for store_width in [w for w in (16, 32, 64) if w <= width]:
+            _kernels.set_store_width(store_width)
+            streamed[store_width] = outputs()
     finally:
         _kernels.set_stream_threshold(threshold)
-    for a, b in zip(cached, streamed):
-        np.testing.assert_array_equal(a, b)
+        _kernels.set_store_width(width)
+    for store_width, results in streamed.items():
+        for a, b in zip(cached, results):
+            np.testing.assert_array_equal(a, b, err_msg=f"{store_width}-byte stores")
     np.testing.assert_array_equal(cached[0], cached[2])
+
+
+def test_store_width_is_one_the_cpu_has():
+    from bn3d import _kernels
+
+    width = _kernels.store_width()
+    assert width in (16, 32, 64)
+    with pytest.raises(ValueError, match="16, 32 or 64"):
+        _kernels.set_store_width(8)
+    if width < 64:
+        with pytest.raises(ValueError, match=f"at most {width}"):
+            _kernels.set_store_width(64)
+    assert _kernels.store_width() == width
 
 
 def test_running_stats_follow_torch_update_rule(rng):
