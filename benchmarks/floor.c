@@ -1,0 +1,159 @@
+/* Lower bounds on the time of a BatchNorm3d backward on this machine, for
+   benchmarks/floor.py.
+
+   Each function reads x and g and writes out the way a float32 backward
+   must, but with none of bn3d's numerical care (single-precision sums in any
+   order, no NaN rules): what is left is the memory traffic and the least
+   arithmetic. Arrays are contiguous (N, C, L); where `stream`, out is
+   written with the widest non-temporal stores the CPU has, as bn3d writes
+   outputs when the arrays are larger than the last-level cache.
+
+   - floor_one_sweep: x and g read once, out written once, row by row in
+     memory order. No backward can move less; none can run in one sweep either,
+     since grad_input needs each channel's sums before its first element.
+   The two-pass floors map with out = (g - mean(g)) - x * mean(g * x), per
+   channel.
+
+   - floor_by_channel: the two passes of a backward channel by channel, each
+     channel on one thread: its sums, then its map, which re-reads the channel
+     from cache where it fits (PyTorch's order, and bn3d's with many channels).
+   - floor_two_sweeps: the sums of every row in memory order, then the map in
+     memory order, the team sharing all rows (bn3d's order for short rows and
+     few channels).
+*/
+#include <stddef.h>
+#include <stdint.h>
+#if defined(__SSE__)
+#include <immintrin.h>
+#endif
+
+typedef ptrdiff_t idx;
+enum { LANES = 16 };
+
+/* Adds sum(g) and sum(g * x) over a row to sums[0] and sums[1]: LANES
+   accumulators, added in a tree at the end. */
+static void sum_row(const float *restrict x, const float *restrict g, idx size, float *sums)
+{
+    float s[LANES] = {0}, d[LANES] = {0};
+    idx i = 0, j, w;
+    for (; i + LANES <= size; i += LANES) {
+#pragma omp simd
+        for (j = 0; j < LANES; j++) {
+            s[j] += g[i + j];
+            d[j] += g[i + j] * x[i + j];
+        }
+    }
+    for (j = 0; i < size; i++, j++) {
+        s[j] += g[i];
+        d[j] += g[i] * x[i];
+    }
+    for (w = LANES / 2; w > 0; w /= 2)
+#pragma omp simd
+        for (j = 0; j < w; j++) {
+            s[j] += s[j + w];
+            d[j] += d[j + w];
+        }
+    sums[0] += s[0];
+    sums[1] += d[0];
+}
+
+/* out = (g - a) - x * b over a row; where `stream`, with the widest
+   non-temporal stores of the CPU on the aligned middle. */
+static void map_row(const float *restrict x, const float *restrict g, float *restrict out,
+                    idx size, float a, float b, int stream)
+{
+    idx i = 0;
+    if (stream) {
+#if defined(__AVX512F__)
+        const __m512 va = _mm512_set1_ps(a), vb = _mm512_set1_ps(b);
+        for (; i < size && (uintptr_t)(out + i) % 64 != 0; i++)
+            out[i] = (g[i] - a) - x[i] * b;
+        for (; i + 16 <= size; i += 16)
+            _mm512_stream_ps(out + i, _mm512_sub_ps(_mm512_sub_ps(_mm512_loadu_ps(g + i), va),
+                                                    _mm512_mul_ps(_mm512_loadu_ps(x + i), vb)));
+#elif defined(__AVX__)
+        const __m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(b);
+        for (; i < size && (uintptr_t)(out + i) % 32 != 0; i++)
+            out[i] = (g[i] - a) - x[i] * b;
+        for (; i + 8 <= size; i += 8)
+            _mm256_stream_ps(out + i, _mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(g + i), va),
+                                                    _mm256_mul_ps(_mm256_loadu_ps(x + i), vb)));
+#elif defined(__SSE__)
+        const __m128 va = _mm_set1_ps(a), vb = _mm_set1_ps(b);
+        for (; i < size && (uintptr_t)(out + i) % 16 != 0; i++)
+            out[i] = (g[i] - a) - x[i] * b;
+        for (; i + 4 <= size; i += 4)
+            _mm_stream_ps(out + i, _mm_sub_ps(_mm_sub_ps(_mm_loadu_ps(g + i), va),
+                                              _mm_mul_ps(_mm_loadu_ps(x + i), vb)));
+#endif
+    }
+    for (; i < size; i++)
+        out[i] = (g[i] - a) - x[i] * b;
+}
+
+static void fence(void)
+{
+#if defined(__SSE__)
+    _mm_sfence();
+#endif
+}
+
+void floor_one_sweep(const float *x, const float *g, float *out, idx n, idx c, idx l,
+                     int threads, int stream)
+{
+    idx r;
+#pragma omp parallel num_threads(threads)
+    {
+#pragma omp for schedule(static)
+        for (r = 0; r < n * c; r++)
+            map_row(x + r * l, g + r * l, out + r * l, l, 0.5f, 0.25f, stream);
+        fence();
+    }
+}
+
+void floor_by_channel(const float *x, const float *g, float *out, idx n, idx c, idx l,
+                      int threads, int stream)
+{
+    idx k;
+#pragma omp parallel num_threads(threads)
+    {
+#pragma omp for schedule(static)
+        for (k = 0; k < c; k++) {
+            float sums[2] = {0, 0};
+            idx b;
+            for (b = 0; b < n; b++)
+                sum_row(x + (b * c + k) * l, g + (b * c + k) * l, l, sums);
+            for (b = 0; b < n; b++)
+                map_row(x + (b * c + k) * l, g + (b * c + k) * l, out + (b * c + k) * l, l,
+                        sums[0] / (float)(n * l), sums[1] / (float)(n * l), stream);
+        }
+        fence();
+    }
+}
+
+/* scratch: 2 * n * c floats for the rows' sums, 2 * c for the channels'. */
+void floor_two_sweeps(const float *x, const float *g, float *out, idx n, idx c, idx l,
+                      int threads, int stream, float *scratch)
+{
+    float *channel = scratch + 2 * n * c;
+    idx r, k;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (r = 0; r < n * c; r++) {
+        scratch[2 * r] = scratch[2 * r + 1] = 0;
+        sum_row(x + r * l, g + r * l, l, scratch + 2 * r);
+    }
+    for (k = 0; k < 2 * c; k++)
+        channel[k] = 0;
+    for (r = 0; r < n * c; r++) {
+        channel[2 * (r % c)] += scratch[2 * r];
+        channel[2 * (r % c) + 1] += scratch[2 * r + 1];
+    }
+#pragma omp parallel num_threads(threads)
+    {
+#pragma omp for schedule(static)
+        for (r = 0; r < n * c; r++)
+            map_row(x + r * l, g + r * l, out + r * l, l, channel[2 * (r % c)] / (float)(n * l),
+                    channel[2 * (r % c) + 1] / (float)(n * l), stream);
+        fence();
+    }
+}
