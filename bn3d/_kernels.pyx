@@ -21,6 +21,9 @@ Passes over large arrays write their output with non-temporal stores, which
 send whole cache lines to memory without first reading them into the cache:
 a call streams when its arrays together are larger than the last-level cache
 (``set_stream_threshold``), where cached stores would only evict its input.
+The stores are the widest the CPU has (``store_width``): the elementwise passes
+are built for AVX-512, AVX2 and baseline x86-64, and the module picks one when
+it loads.
 
 Numerics
 --------
