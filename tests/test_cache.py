@@ -43,3 +43,17 @@ def test_streaming_threshold_is_the_cache_size():
                                                else expected)
     finally:
         _kernels.set_stream_threshold(threshold)
+
+
+def test_info_shows_when_and_how_wide_the_kernels_stream(capsys):
+    from bn3d.cli import main
+
+    assert main(["info"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines()
+             if line.startswith("streaming")]
+    assert len(lines) == 1
+    if _kernels.streaming_supported():
+        assert f"{_kernels.stream_threshold() / 2**20:g} MiB" in lines[0]
+        assert f"{_kernels.store_width()}-byte stores" in lines[0]
+    else:
+        assert "off" in lines[0]
