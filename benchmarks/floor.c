@@ -26,6 +26,32 @@
 #if defined(__SSE__)
 #include <immintrin.h>
 #endif
+/* The widest vector of floats and its non-temporal store. */
+#if defined(__AVX512F__)
+#define VLANES 16
+#define VEC __m512
+#define VSET1 _mm512_set1_ps
+#define VLOAD _mm512_loadu_ps
+#define VSUB _mm512_sub_ps
+#define VMUL _mm512_mul_ps
+#define VSTREAM _mm512_stream_ps
+#elif defined(__AVX__)
+#define VLANES 8
+#define VEC __m256
+#define VSET1 _mm256_set1_ps
+#define VLOAD _mm256_loadu_ps
+#define VSUB _mm256_sub_ps
+#define VMUL _mm256_mul_ps
+#define VSTREAM _mm256_stream_ps
+#elif defined(__SSE__)
+#define VLANES 4
+#define VEC __m128
+#define VSET1 _mm_set1_ps
+#define VLOAD _mm_loadu_ps
+#define VSUB _mm_sub_ps
+#define VMUL _mm_mul_ps
+#define VSTREAM _mm_stream_ps
+#endif
 
 typedef ptrdiff_t idx;
 enum { LANES = 16 };
@@ -63,30 +89,15 @@ static void map_row(const float *restrict x, const float *restrict g, float *res
                     idx size, float a, float b, int stream)
 {
     idx i = 0;
+#if defined(VLANES)
     if (stream) {
-#if defined(__AVX512F__)
-        const __m512 va = _mm512_set1_ps(a), vb = _mm512_set1_ps(b);
-        for (; i < size && (uintptr_t)(out + i) % 64 != 0; i++)
+        const VEC va = VSET1(a), vb = VSET1(b);
+        for (; i < size && (uintptr_t)(out + i) % (VLANES * sizeof(float)) != 0; i++)
             out[i] = (g[i] - a) - x[i] * b;
-        for (; i + 16 <= size; i += 16)
-            _mm512_stream_ps(out + i, _mm512_sub_ps(_mm512_sub_ps(_mm512_loadu_ps(g + i), va),
-                                                    _mm512_mul_ps(_mm512_loadu_ps(x + i), vb)));
-#elif defined(__AVX__)
-        const __m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(b);
-        for (; i < size && (uintptr_t)(out + i) % 32 != 0; i++)
-            out[i] = (g[i] - a) - x[i] * b;
-        for (; i + 8 <= size; i += 8)
-            _mm256_stream_ps(out + i, _mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(g + i), va),
-                                                    _mm256_mul_ps(_mm256_loadu_ps(x + i), vb)));
-#elif defined(__SSE__)
-        const __m128 va = _mm_set1_ps(a), vb = _mm_set1_ps(b);
-        for (; i < size && (uintptr_t)(out + i) % 16 != 0; i++)
-            out[i] = (g[i] - a) - x[i] * b;
-        for (; i + 4 <= size; i += 4)
-            _mm_stream_ps(out + i, _mm_sub_ps(_mm_sub_ps(_mm_loadu_ps(g + i), va),
-                                              _mm_mul_ps(_mm_loadu_ps(x + i), vb)));
-#endif
+        for (; i + VLANES <= size; i += VLANES)
+            VSTREAM(out + i, VSUB(VSUB(VLOAD(g + i), va), VMUL(VLOAD(x + i), vb)));
     }
+#endif
     for (; i < size; i++)
         out[i] = (g[i] - a) - x[i] * b;
 }
