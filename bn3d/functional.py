@@ -48,8 +48,8 @@ _TORCH_TYPE_NAMES = {
     np.dtype(np.complex64): "ComplexFloat",
     np.dtype(np.complex128): "ComplexDouble",
 }
-_FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
-_FLOAT64 = np.dtype(np.float64)
+_FLOAT16, _FLOAT32, _FLOAT64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
+_FLOATS = (_FLOAT16, _FLOAT32, _FLOAT64)
 _PARAMETER_NAMES = ("running_mean", "running_var", "weight", "bias")
 
 configure_streaming()
@@ -88,39 +88,48 @@ def _parameter_arrays(
     weight: ArrayLike | None,
     bias: ArrayLike | None,
     training: bool,
-) -> dict[str, Array | None]:
-    """Check the parameters against ``x`` in torch's order; return them as arrays."""
+) -> tuple[Array | None, Array | None, Array | None, Array | None]:
+    """Check the parameters against ``x`` in torch's order.
+
+    Returns ``(running_mean, running_var, weight, bias)`` as arrays, None where not given.
+    """
     if not training:
         for name, value in (("running_mean", running_mean), ("running_var", running_var)):
             if value is None:
                 raise RuntimeError(f"{name} must be defined in evaluation mode")
-    arrays = dict(zip(_PARAMETER_NAMES, (running_mean, running_var, weight, bias)))
-    channels = x.shape[1]
-    for name, value in arrays.items():
-        if value is None:
-            continue
-        array = arrays[name] = as_array(value)
-        if array.size != channels:
-            raise RuntimeError(f"{name} should contain {channels} elements not {array.size}")
-        if array.ndim != 1:
+    arrays = [
+        None if running_mean is None else as_array(running_mean),
+        None if running_var is None else as_array(running_var),
+        None if weight is None else as_array(weight),
+        None if bias is None else as_array(bias),
+    ]
+    expected = x.shape[1:2]
+    for i, array in enumerate(arrays):
+        if array is not None and array.shape != expected:
+            name = _PARAMETER_NAMES[i]
+            if array.size != expected[0]:
+                raise RuntimeError(f"{name} should contain {expected[0]} elements not {array.size}")
             raise RuntimeError(f"TensorAccessor expected 1 dims but tensor has {array.ndim}")
-    if (arrays["running_mean"] is None) != (arrays["running_var"] is None):
+    if (arrays[0] is None) != (arrays[1] is None):
         raise ValueError("running_mean and running_var must either both be None or neither be None")
     if x.dtype not in _FLOATS:
         raise NotImplementedError(
             f"\"batch_norm\" not implemented for '{_torch_type_name(x.dtype)}'"
         )
-    _check_parameter_dtypes(x, arrays)
-    return arrays
+    # torch's order: weight, bias, running_mean, running_var.
+    defined = [array for array in (arrays[2], arrays[3], arrays[0], arrays[1]) if array is not None]
+    if {array.dtype for array in defined} - {x.dtype}:
+        _check_parameter_dtypes(x, defined)
+    return arrays[0], arrays[1], arrays[2], arrays[3]
 
 
-def _check_parameter_dtypes(x: Array, arrays: dict[str, Array | None]) -> None:
+def _check_parameter_dtypes(x: Array, defined: list[Array]) -> None:
     """torch's CPU rule: parameters share the input's dtype, or are all float32
-    beside a float16 input ("mixed" precision)."""
-    defined = [arrays[name] for name in ("weight", "bias", "running_mean", "running_var")]
-    defined = [array for array in defined if array is not None]
-    if not defined:
-        return
+    beside a float16 input ("mixed" precision).
+
+    ``defined`` holds the parameters given, in the order weight, bias,
+    running_mean, running_var.
+    """
     if defined[0].dtype != x.dtype:  # mixed: the first defined parameter decides
         if any(array.dtype != np.float32 for array in defined):
             raise RuntimeError("mixed dtype (CPU): expect parameter to have scalar type of Float")
@@ -146,26 +155,28 @@ def _check_momentum(momentum: Any) -> float:
 
 def _compute_dtype(dtype: np.dtype) -> np.dtype:
     """float16 is computed in float32."""
-    return np.dtype(np.float32) if dtype == np.float16 else dtype
+    return _FLOAT32 if dtype == _FLOAT16 else dtype
 
 
 def _shape_3d(shape: tuple[int, ...]) -> tuple[int, int, int]:
     return shape[0], shape[1], math.prod(shape[2:])
 
 
-def _as_3d(x: Array, dtype: np.dtype) -> Array:
-    """``x`` as an (N, C, L) array of ``dtype`` with unit stride along L.
+def _as_3d(x: Array, dtype: np.dtype, shape_3d: tuple[int, int, int]) -> Array:
+    """``x`` as an array of ``shape_3d`` (N, C, L) and ``dtype`` with unit stride along L.
 
     A view where the strides allow it, a copy otherwise.
     """
-    view = x.astype(dtype, copy=False).reshape(_shape_3d(x.shape))
+    view = x.astype(dtype, copy=False).reshape(shape_3d)
     if view.shape[2] > 1 and view.strides[2] != view.itemsize:
         view = np.ascontiguousarray(view)
     return view
 
 
-def _output_3d(out: Array | None, x: Array, dtype: np.dtype) -> tuple[Array, Array]:
-    """Return (the array handed back, the (N, C, L) array the kernel writes)."""
+def _output_3d(
+    out: Array | None, x: Array, dtype: np.dtype, shape_3d: tuple[int, int, int]
+) -> tuple[Array, Array]:
+    """Return (the array handed back, the ``shape_3d`` array the kernel writes)."""
     if out is None:
         result = np.empty(x.shape, dtype=x.dtype)
     else:
@@ -181,7 +192,7 @@ def _output_3d(out: Array | None, x: Array, dtype: np.dtype) -> tuple[Array, Arr
         if not out.flags.c_contiguous:
             raise ValueError("out must be C-contiguous")
         result = out
-    target = result.reshape(_shape_3d(x.shape))
+    target = result.reshape(shape_3d)
     if target.dtype != dtype:  # float16: the kernel writes float32, copied into result after
         target = np.empty(target.shape, dtype=dtype)
     return result, target
@@ -264,15 +275,16 @@ def native_batch_norm(
     momentum = _check_momentum(momentum)
     x = as_array(input)
     _check_rank(x)
-    arrays = _parameter_arrays(x, running_mean, running_var, weight, bias, training)
-    tracked = arrays["running_mean"] is not None
+    running_mean, running_var, weight, bias = _parameter_arrays(
+        x, running_mean, running_var, weight, bias, training)
     eps = float(eps)
     dtype = _compute_dtype(x.dtype)
-    channels = x.shape[1]
-    x3 = _as_3d(x, dtype)
-    result, target = _output_3d(out, x, dtype)
-    weight64 = _per_channel(arrays["weight"], channels, 1.0)
-    bias64 = _per_channel(arrays["bias"], channels, 0.0)
+    shape_3d = _shape_3d(x.shape)
+    channels = shape_3d[1]
+    x3 = _as_3d(x, dtype, shape_3d)
+    result, target = _output_3d(out, x, dtype, shape_3d)
+    weight64 = _per_channel(weight, channels, 1.0)
+    bias64 = _per_channel(bias, channels, 0.0)
     threads = threads_for(x.size)
     invstd = np.empty(channels)
     if training:
@@ -280,12 +292,11 @@ def native_batch_norm(
         var_unbiased = np.empty(channels)
         _kernels.train_forward(x3, target, weight64, bias64, eps, mean, invstd, var_unbiased,
                                threads)
-        if tracked and x.size > 0:
-            _update_running(arrays["running_mean"], arrays["running_var"], mean, var_unbiased,
-                            momentum)
+        if running_mean is not None and x.size > 0:
+            _update_running(running_mean, running_var, mean, var_unbiased, momentum)
     else:
-        mean = _per_channel(arrays["running_mean"], channels, 0.0)
-        var = _per_channel(arrays["running_var"], channels, 1.0)
+        mean = _per_channel(running_mean, channels, 0.0)
+        var = _per_channel(running_var, channels, 1.0)
         _kernels.eval_forward(x3, target, mean, var, weight64, bias64, eps, invstd, threads)
     return _finish_output(result, target), mean, invstd
 
@@ -419,8 +430,8 @@ def batch_norm_stats(input: ArrayLike, eps: float = 1e-05) -> BatchStats:
         )
     channels = x.shape[1]
     stats = BatchStats(np.empty(channels), np.empty(channels), np.empty(channels))
-    _kernels.batch_stats(_as_3d(x, _compute_dtype(x.dtype)), float(eps), stats.mean,
-                         stats.invstd, stats.var, threads_for(x.size))
+    x3 = _as_3d(x, _compute_dtype(x.dtype), _shape_3d(x.shape))
+    _kernels.batch_stats(x3, float(eps), stats.mean, stats.invstd, stats.var, threads_for(x.size))
     return stats
 
 
@@ -489,13 +500,15 @@ def batch_norm_backward(
         raise TypeError(f"grad_output has dtype {g.dtype}, but the input has dtype {x.dtype}")
     saved = save_mean is not None and save_invstd is not None
     # With saved statistics, the running ones are not needed, whatever the mode.
-    arrays = _parameter_arrays(x, running_mean, running_var, weight, None, training or saved)
+    running_mean, running_var, weight, _ = _parameter_arrays(
+        x, running_mean, running_var, weight, None, training or saved)
     dtype = _compute_dtype(x.dtype)
-    channels = x.shape[1]
-    x3 = _as_3d(x, dtype)
-    g3 = _as_3d(g, dtype)
-    result, target = _output_3d(None, x, dtype)
-    weight64 = _per_channel(arrays["weight"], channels, 1.0)
+    shape_3d = _shape_3d(x.shape)
+    channels = shape_3d[1]
+    x3 = _as_3d(x, dtype, shape_3d)
+    g3 = _as_3d(g, dtype, shape_3d)
+    result, target = _output_3d(None, x, dtype, shape_3d)
+    weight64 = _per_channel(weight, channels, 1.0)
     threads = threads_for(x.size)
     if saved:
         mean = _per_channel(as_array(save_mean), channels, 0.0)
@@ -503,15 +516,15 @@ def batch_norm_backward(
     elif training:
         mean, invstd, _ = batch_norm_stats(x3, eps)
     else:
-        mean = _per_channel(arrays["running_mean"], channels, 0.0)
+        mean = _per_channel(running_mean, channels, 0.0)
         invstd = np.empty(channels)
-        _kernels.inverse_std(_per_channel(arrays["running_var"], channels, 1.0), float(eps),
+        _kernels.inverse_std(_per_channel(running_var, channels, 1.0), float(eps),
                              invstd)
     grad_weight = np.empty(channels)
     grad_bias = np.empty(channels)
     kernel = _kernels.train_backward if training else _kernels.eval_backward
     kernel(g3, x3, target, mean, invstd, weight64, grad_weight, grad_bias, threads)
-    parameter_dtype = dtype if arrays["weight"] is None else arrays["weight"].dtype
+    parameter_dtype = dtype if weight is None else weight.dtype
     return (
         _finish_output(result, target),
         grad_weight.astype(parameter_dtype),
