@@ -88,10 +88,16 @@ def _parameter_arrays(
     weight: ArrayLike | None,
     bias: ArrayLike | None,
     training: bool,
+    affine_any_shape: bool,
 ) -> tuple[Array | None, Array | None, Array | None, Array | None]:
     """Check the parameters against ``x`` in torch's order.
 
-    Returns ``(running_mean, running_var, weight, bias)`` as arrays, None where not given.
+    Each parameter holds one value per channel. The running statistics must be
+    1-D; so must the weight unless ``affine_any_shape`` (torch's forwards accept
+    a weight and bias of any shape, its backward only a 1-D weight).
+
+    Returns ``(running_mean, running_var, weight, bias)`` as 1-D arrays, None
+    where not given.
     """
     if not training:
         for name, value in (("running_mean", running_mean), ("running_var", running_var)):
@@ -109,7 +115,9 @@ def _parameter_arrays(
             name = _PARAMETER_NAMES[i]
             if array.size != expected[0]:
                 raise RuntimeError(f"{name} should contain {expected[0]} elements not {array.size}")
-            raise RuntimeError(f"TensorAccessor expected 1 dims but tensor has {array.ndim}")
+            if not (affine_any_shape and name in ("weight", "bias")):
+                raise RuntimeError(f"TensorAccessor expected 1 dims but tensor has {array.ndim}")
+            arrays[i] = array.reshape(expected)
     if (arrays[0] is None) != (arrays[1] is None):
         raise ValueError("running_mean and running_var must either both be None or neither be None")
     if x.dtype not in _FLOATS:
@@ -233,7 +241,7 @@ def native_batch_norm(
     ----------
     input : array_like
         Data of shape ``(N, C, *)``, float16, float32 or float64.
-    weight, bias : array_like of shape (C,) or None
+    weight, bias : array_like of C elements (of any shape) or None
         Affine parameters; None means ones and zeros.
     running_mean, running_var : array_like of shape (C,) or None
         Running statistics. When ``training``, they are updated in place (if
@@ -276,7 +284,7 @@ def native_batch_norm(
     x = as_array(input)
     _check_rank(x)
     running_mean, running_var, weight, bias = _parameter_arrays(
-        x, running_mean, running_var, weight, bias, training)
+        x, running_mean, running_var, weight, bias, training, affine_any_shape=True)
     eps = float(eps)
     dtype = _compute_dtype(x.dtype)
     shape_3d = _shape_3d(x.shape)
@@ -338,7 +346,7 @@ def batch_norm(
         Running statistics, updated in place when ``training``:
         ``r = (1 - momentum) * r + momentum * batch`` with the unbiased batch
         variance. Required when not ``training``.
-    weight, bias : array_like of shape (C,), optional
+    weight, bias : array_like of C elements (of any shape), optional
         Affine parameters (ones and zeros when None).
     training : bool, default False
         Use (and track) batch statistics.
@@ -501,7 +509,7 @@ def batch_norm_backward(
     saved = save_mean is not None and save_invstd is not None
     # With saved statistics, the running ones are not needed, whatever the mode.
     running_mean, running_var, weight, _ = _parameter_arrays(
-        x, running_mean, running_var, weight, None, training or saved)
+        x, running_mean, running_var, weight, None, training or saved, affine_any_shape=False)
     dtype = _compute_dtype(x.dtype)
     shape_3d = _shape_3d(x.shape)
     channels = shape_3d[1]

@@ -62,6 +62,12 @@ ERROR_CASES = {
     "bias-channels": case(
         lambda: (x5(), *stats(), None, np.ones(4, F32)), TRAIN, RuntimeError,
         "bias should contain 3 elements not 4"),
+    "running-stats-2d": case(
+        lambda: (x5(), np.zeros((1, 3), F32), np.ones((1, 3), F32)), TRAIN, RuntimeError,
+        "TensorAccessor expected 1 dims but tensor has 2"),
+    "running-stats-0d-one-channel": case(
+        lambda: (x5((2, 1, 3, 3, 3)), np.zeros((), F32), np.ones((), F32)), EVAL, RuntimeError,
+        "TensorAccessor expected 1 dims but tensor has 0"),
     "eval-needs-running-mean": case(
         lambda: (x5(), None, None), EVAL, RuntimeError,
         "running_mean must be defined in evaluation mode"),
@@ -127,6 +133,37 @@ def test_a_failing_call_changes_nothing():
     np.testing.assert_array_equal(running_mean, np.full(3, 0.5, F32))
     np.testing.assert_array_equal(running_var, np.full(3, 2.0, F32))
     np.testing.assert_array_equal(out, np.full((2, 3, 4, 5, 6), 7.0, F32))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_forward_takes_weight_and_bias_of_any_shape_with_one_value_per_channel(training):
+    rng = np.random.default_rng(5)
+    weight, bias = rng.uniform(0.5, 2, 3).astype(F32), rng.standard_normal(3).astype(F32)
+    flat = batch_norm(x5(), *stats(), weight, bias, training=training)
+    shaped = batch_norm(x5(), *stats(), weight.reshape(1, 3), bias.reshape(3, 1, 1),
+                        training=training)
+    np.testing.assert_array_equal(shaped, flat)
+    torch = pytest.importorskip("torch")
+    expected = torch.nn.functional.batch_norm(
+        torch.from_numpy(x5()), *map(torch.from_numpy, stats()),
+        torch.from_numpy(weight.reshape(1, 3)), torch.from_numpy(bias.reshape(3, 1, 1)),
+        training=training)
+    np.testing.assert_allclose(shaped, expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_backward_takes_only_a_1d_weight_like_torch():
+    x = x5()
+    mean, invstd = np.zeros(3), np.ones(3)
+    message = "TensorAccessor expected 1 dims but tensor has 2"
+    with pytest.raises(RuntimeError, match=message):
+        batch_norm_backward(x, x, None, None, np.ones((1, 3), F32), training=True,
+                            save_mean=mean, save_invstd=invstd)
+    torch = pytest.importorskip("torch")
+    tx = torch.from_numpy(x)
+    with pytest.raises(RuntimeError, match=message):
+        torch.ops.aten.native_batch_norm_backward(
+            tx, tx, torch.ones(1, 3), None, None, torch.from_numpy(mean),
+            torch.from_numpy(invstd), True, 1e-5, [True, True, True])
 
 
 def test_eval_accepts_zero_eps():
