@@ -16,9 +16,17 @@ pooled: where the memory of a process's arrays happens to lie changes its times
 by up to 2x on a virtual machine, for every library at once.
 
 Every library allocates its outputs as it normally does (fresh arrays), except
-in the ``out=`` bandwidth measurement. torch is timed at the same level as bn3d:
-``torch.nn.functional.batch_norm`` for forwards, ``aten.native_batch_norm_backward``
-(what autograd calls) for the backward, and autograd for forward + backward.
+in the ``out=`` bandwidth measurement. The workers run with glibc's malloc
+thresholds fixed (``GLIBC_TUNABLES``, see ``STEADY_MALLOC``): by default glibc
+serves a large block from its heap or from fresh pages of the system by a
+threshold it moves as blocks are freed, and gives the top of its heap back to the
+system above another, so whether a library's output cost it a page fault per 4 KiB
+on every call depended on what the other libraries in the process had allocated
+before it. The page faults per call of every case are recorded.
+
+torch is timed at the same level as bn3d: ``torch.nn.functional.batch_norm`` for
+forwards, ``aten.native_batch_norm_backward`` (what autograd calls) for the
+backward, and autograd for forward + backward.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -39,6 +48,15 @@ from typing import Callable
 import numpy as np
 
 import bn3d
+
+# glibc's malloc, as a process settles after allocating and freeing arrays of a size:
+# blocks up to 32 MiB (the most its moving threshold reaches on 64-bit) from the
+# heap, larger ones with fresh pages of the system; the heap kept, not given back.
+# Measured on 2026-12-02 with the defaults, in one process taking turns with bn3d:
+# torch's backward of (32,128,4,7,7) went from 0.16-0.2 ms (no faults) to 1.0-2.0 ms
+# (384 to 786 page faults a call) once bn3d had run, and stayed there; of
+# (2,64,16,56,56) from 2.0 to 4.6 ms (1882 faults a call).
+STEADY_MALLOC = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296"
 
 SHAPES = [(8, 32, 32, 64, 64), (2, 64, 16, 56, 56), (1, 3, 64, 128, 128), (32, 128, 4, 7, 7)]
 OPERATIONS = ["train_forward", "eval_forward", "backward", "forward_backward"]
@@ -69,6 +87,23 @@ def interleaved_times(functions: dict[str, Callable[[], object]], repeat: int,
                 function()
                 times[name].append(time.perf_counter() - start)
     return times
+
+
+def steady_allocator_environment() -> dict[str, str]:
+    """This process's environment with glibc's malloc thresholds fixed as ``STEADY_MALLOC``."""
+    environment = dict(os.environ)
+    tunables = [item for item in environment.get("GLIBC_TUNABLES", "").split(":") if item]
+    environment["GLIBC_TUNABLES"] = ":".join([*tunables, STEADY_MALLOC])
+    return environment
+
+
+def page_faults_per_call(function: Callable[[], object], calls: int = 5) -> float:
+    """Minor page faults (fresh pages from the system) per call of ``function``."""
+    function()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(calls):
+        function()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
 
 
 class Case:
@@ -251,10 +286,12 @@ def measure(thread_counts: list[int], repeat: int, rounds: int,
             if with_numpy and threads == thread_counts[0]:
                 libraries["numpy"] = numpy_operations(case)
             for operation in OPERATIONS:
-                times = interleaved_times(
-                    {name: ops[operation] for name, ops in libraries.items()}, repeat, rounds)
+                functions = {name: ops[operation] for name, ops in libraries.items()}
+                times = interleaved_times(functions, repeat, rounds)
+                faults = {name: page_faults_per_call(function)
+                          for name, function in functions.items()}
                 rows.append({"shape": list(shape), "threads": threads, "operation": operation,
-                             "times": times})
+                             "times": times, "page_faults": faults})
             bandwidth.append({"shape": list(shape), "threads": threads, "bytes": 2 * case.x.nbytes,
                               "times": bandwidth_times(case, repeat, rounds)})
         ops = bn3d_operations(case)
@@ -280,7 +317,10 @@ def combine(workers: list[dict], repeat: int, rounds: int) -> dict[str, object]:
         rows.append({key: parts[0][key] for key in ("shape", "threads", "operation")}
                     | {"seconds": {name: pooled_median(parts, name) for name in names},
                        "process_medians": {name: [statistics.median(part["times"][name])
-                                                  for part in parts] for name in names}})
+                                                  for part in parts] for name in names},
+                       "page_faults_per_call": {
+                           name: statistics.median(part["page_faults"][name] for part in parts)
+                           for name in names}})
     bandwidth = []
     for parts in zip(*(worker["bandwidth"] for worker in workers)):
         moved = parts[0]["bytes"]
@@ -307,7 +347,8 @@ def run_workers(processes: int, worker_arguments: list[str]) -> list[dict]:
     for index in range(processes):
         started = time.perf_counter()
         result = subprocess.run([sys.executable, __file__, "--worker", *worker_arguments],
-                                capture_output=True, text=True)
+                                capture_output=True, text=True,
+                                env=steady_allocator_environment())
         if result.returncode != 0:
             raise SystemExit(f"worker {index + 1} failed:\n{result.stderr}")
         workers.append(json.loads(result.stdout))
@@ -346,6 +387,22 @@ def bandwidth_table(results: dict) -> str:
         achieved = row["train_forward_out_bytes_per_second"]
         lines.append(f"| ({','.join(map(str, row['shape']))}) | {row['threads']} | "
                      f"{copy / 1e9:.1f} | {achieved / 1e9:.1f} | {achieved / copy:.0%} |")
+    return "\n".join(lines)
+
+
+def page_fault_table(results: dict) -> str:
+    """The cases where a library takes fresh pages from the system on every call."""
+    names = list(dict.fromkeys(name for row in results["rows"]
+                               for name in row["page_faults_per_call"]))
+    lines = ["| shape | operation | threads | " + " | ".join(names) + " |",
+             "|---|---|---|" + "---|" * len(names)]
+    for row in results["rows"]:
+        faults = row["page_faults_per_call"]
+        if any(value >= 1 for value in faults.values()):
+            cells = [f"{faults[name]:.0f}" if name in faults else "-" for name in names]
+            lines.append(f"| ({','.join(map(str, row['shape']))}) | "
+                         f"{row['operation'].replace('_', ' ')} | {row['threads']} | "
+                         + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -391,6 +448,9 @@ def main() -> None:
     print(bandwidth_table(results))
     print()
     print(memory_table(results))
+    print()
+    print("page faults per call (4 KiB pages, or 2 MiB where numpy asks for huge pages):")
+    print(page_fault_table(results))
     print(f"\nresults written to {args.output}")
 
 

@@ -5,7 +5,8 @@ Run as ``python benchmarks/floor.py`` (``--help`` for options). It compiles
 traffic of a backward and the least arithmetic) with the C compiler that builds
 Python extensions, and times them in one process beside bn3d's backward and,
 when it is installed, PyTorch's, the libraries taking turns as in ``bench.py``.
-Every call allocates a fresh output, and the floors stream it where bn3d does.
+Every call allocates a fresh output, and the floors stream it where bn3d does;
+glibc's malloc thresholds are fixed as in ``bench.py``.
 For each shape and thread count it prints the median times and bn3d's time
 over the faster of the two two-pass floors.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import os
 import shlex
 import subprocess
 import sys
@@ -29,10 +31,12 @@ from bn3d import _kernels as bn3d_kernels
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import (  # noqa: E402
     SHAPES,
+    STEADY_MALLOC,
     Case,
     bn3d_operations,
     interleaved_times,
     set_threads,
+    steady_allocator_environment,
     torch_operations,
 )
 
@@ -86,6 +90,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10, help="turns the functions take")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
+    if STEADY_MALLOC not in os.environ.get("GLIBC_TUNABLES", ""):
+        # Start again with glibc's malloc thresholds fixed, as bench.py's workers run.
+        os.execve(sys.executable, [sys.executable, __file__, *sys.argv[1:]],
+                  steady_allocator_environment())
     try:
         import torch
     except ImportError:
