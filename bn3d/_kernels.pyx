@@ -22,8 +22,8 @@ send whole cache lines to memory without first reading them into the cache:
 a call streams when its arrays together are larger than the last-level cache
 (``set_stream_threshold``), where cached stores would only evict its input.
 The stores are the widest the CPU has (``store_width``): the elementwise passes
-are built for AVX-512, AVX2 and baseline x86-64, and the module picks one when
-it loads.
+and the reduction of the statistics are built for AVX-512, AVX2 and baseline
+x86-64, and the module picks one when it loads.
 
 Numerics
 --------
@@ -89,14 +89,14 @@ cdef extern from *:
     int bn3d_max_threads() noexcept nogil
 
 
-# The block loops in C. The two reductions use GCC/clang vector extensions: 16 lanes
-# (four vectors of 4 doubles) accumulate elements i with i % 16 == lane, and the
-# lanes are added in a fixed tree. The order of every operation is fixed by this
-# source, not by the compiler or the instruction set (no reassociation, no fused
-# multiply-add), so the results are bitwise identical on SSE2, AVX2 or AVX-512;
-# on x86-64 a clone for x86-64-v4 (AVX-512) or x86-64-v3 (AVX2) is chosen at load
-# time. The elementwise loops are plain loops, vectorised by the compiler in each
-# clone.
+# The block loops in C. The reductions use GCC/clang vector extensions: lanes (32
+# for the moments, 16 for the gradient sums) accumulate elements i with
+# i % lanes == lane, and the lanes are added in a fixed tree. The order of every
+# operation is fixed by this source, not by the compiler or the instruction set (no
+# reassociation, no fused multiply-add), so the results are bitwise identical on
+# SSE2, AVX2 or AVX-512; on x86-64 a version for x86-64-v4 (AVX-512) or x86-64-v3
+# (AVX2) is chosen at load time. The elementwise loops are plain loops, vectorised
+# by the compiler in each version.
 cdef extern from *:
     """
     #include <string.h>
@@ -108,6 +108,7 @@ cdef extern from *:
     #endif
     typedef double bn3d_v4d __attribute__((vector_size(32)));
     typedef float bn3d_v4f __attribute__((vector_size(16)));
+    typedef float bn3d_v8f __attribute__((vector_size(32)));
     #define BN3D_INLINE static inline __attribute__((always_inline))
 
     BN3D_INLINE bn3d_v4d bn3d_load_float(const float *p) {
@@ -185,8 +186,8 @@ cdef extern from *:
         return head < size ? head : size;
     }
 
-    /* The elementwise maps exist in three versions on x86-64 with GCC 12 or
-       later: for x86-64-v4 (AVX-512, 64-byte stores), x86-64-v3 (AVX2, 32-byte
+    /* The elementwise maps and the moments exist in three versions on x86-64
+       with GCC 12 or later: for x86-64-v4 (AVX-512, 64-byte stores), x86-64-v3 (AVX2, 32-byte
        stores) and baseline x86-64 (16-byte stores), the best one chosen when
        the module loads; elsewhere in one version with 16-byte vectors. */
     #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
@@ -206,7 +207,8 @@ cdef extern from *:
         _mm512_stream_pd(p, (__m512d)v);
     }
     /* 64 on x86-64-v4, 32 on x86-64-v3, else 16: the widest store of this CPU,
-       and the width the maps use (the same unless set_store_width lowers it). */
+       and the width whose version of the maps and the moments runs (the same
+       unless set_store_width lowers it). */
     static int bn3d_cpu_store_width = 16, bn3d_store_width = 16;
     __attribute__((constructor)) static void bn3d_find_store_width(void) {
         __builtin_cpu_init();
@@ -371,63 +373,97 @@ cdef extern from *:
 
     /* Corrected two-pass moments of a block: the mean by a first pass, then
        sum(d) and sum(d*d) with d = x - mean; returns the mean corrected by
-       sum(d)/n and m2 = sum(d*d) - sum(d)**2/n (clamped at 0, NaN kept). */
-    #define BN3D_MOMENTS(NAME, T, LOAD)                                          \
-    BN3D_CLONES static void NAME(const T *x, Py_ssize_t stride,                 \
-                                 Py_ssize_t rows, Py_ssize_t size,              \
-                                 double *mean_out, double *m2_out) {            \
-        bn3d_v4d s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};                       \
-        bn3d_v4d q0 = {0}, q1 = {0}, q2 = {0}, q3 = {0};                       \
-        bn3d_v4d d0, d1, d2, d3, c;                                            \
-        Py_ssize_t r, i, full = size - size % 16;                              \
+       sum(d)/n and m2 = sum(d*d) - sum(d)**2/n (clamped at 0, NaN kept).
+
+       32 lanes accumulate elements i with i % 32 == lane, in vectors of W / 8
+       doubles at W = 64 (four AVX-512 registers) and of 4 doubles otherwise
+       (eight AVX2 registers, or pairs of SSE2 ones): the same operations lane
+       by lane, and the lanes added in one fixed tree (bn3d_lanes_tree). */
+    #define BN3D_MOMENT_LANES 32
+    typedef double bn3d_v8d __attribute__((vector_size(64)));
+    #define BN3D_DVEC_64 bn3d_v8d
+    #define BN3D_DVEC_32 bn3d_v4d
+    #define BN3D_DVEC_16 bn3d_v4d
+    #define BN3D_DVEC(W) BN3D_CAT(BN3D_DVEC_, W)
+    /* The W / 8 (at least 4) elements at p, as doubles. */
+    #define BN3D_WIDEN(T, W) BN3D_CAT(BN3D_CAT(bn3d_widen_, T), BN3D_CAT(_, W))
+    #define BN3D_WIDENERS(W, NARROW)                                           \
+        BN3D_INLINE BN3D_DVEC(W) BN3D_WIDEN(float, W)(const float *p) {        \
+            NARROW v;                                                          \
+            memcpy(&v, p, sizeof v);                                           \
+            return __builtin_convertvector(v, BN3D_DVEC(W));                   \
+        }                                                                      \
+        BN3D_INLINE BN3D_DVEC(W) BN3D_WIDEN(double, W)(const double *p) {      \
+            BN3D_DVEC(W) v;                                                    \
+            memcpy(&v, p, sizeof v);                                           \
+            return v;                                                          \
+        }
+    BN3D_WIDENERS(64, bn3d_v8f)
+    BN3D_WIDENERS(32, bn3d_v4f)
+    BN3D_WIDENERS(16, bn3d_v4f)
+    /* The 32 lanes added in a fixed tree: lanes l, l + 8, l + 16 and l + 24
+       first, then the 8 results pairwise. */
+    BN3D_INLINE double bn3d_lanes_tree(const double *lanes) {
+        double v[8];
+        int l;
+        for (l = 0; l < 8; l++)
+            v[l] = (lanes[l] + lanes[l + 8]) + (lanes[l + 16] + lanes[l + 24]);
+        return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+    }
+    #define BN3D_MOMENTS_PARAMS(T)                                               \
+        (const T *x, Py_ssize_t stride, Py_ssize_t rows, Py_ssize_t size,       \
+         double *mean_out, double *m2_out)
+    #define BN3D_MOMENTS_ARGS (x, stride, rows, size, mean_out, m2_out)
+    #define BN3D_MOMENTS(NAME, T, W, TARGET)                                     \
+    TARGET static void NAME BN3D_MOMENTS_PARAMS(T) {                            \
+        enum { WIDTH = sizeof(BN3D_DVEC(W)) / sizeof(double),                  \
+               K = BN3D_MOMENT_LANES / WIDTH };                                \
+        BN3D_DVEC(W) s[K], q[K], d, c;                                         \
+        double lanes[BN3D_MOMENT_LANES];                                       \
+        Py_ssize_t r, i, full = size - size % BN3D_MOMENT_LANES;               \
+        int k;                                                                 \
         double n = (double)rows * (double)size;                                \
-        double tail = 0, mean, centred, squares, d, m2;                        \
+        double tail = 0, mean, centred, squares, e, m2;                        \
         const T *xr;                                                           \
+        for (k = 0; k < K; k++) s[k] = q[k] = (BN3D_DVEC(W)){0};               \
         for (r = 0; r < rows; r++) {                                           \
             xr = x + r * stride;                                               \
-            for (i = 0; i < full; i += 16) {                                   \
-                s0 += LOAD(xr + i);                                            \
-                s1 += LOAD(xr + i + 4);                                        \
-                s2 += LOAD(xr + i + 8);                                        \
-                s3 += LOAD(xr + i + 12);                                       \
-            }                                                                  \
+            for (i = 0; i < full; i += BN3D_MOMENT_LANES)                      \
+                for (k = 0; k < K; k++)                                        \
+                    s[k] += BN3D_WIDEN(T, W)(xr + i + k * WIDTH);              \
             for (i = full; i < size; i++) tail += xr[i];                       \
         }                                                                      \
-        mean = (bn3d_lanes_sum(s0, s1, s2, s3) + tail) / n;                    \
-        c = mean - (bn3d_v4d){0};                                              \
-        s0 = s1 = s2 = s3 = (bn3d_v4d){0};                                     \
+        memcpy(lanes, s, sizeof lanes);                                        \
+        mean = (bn3d_lanes_tree(lanes) + tail) / n;                            \
+        c = mean - (BN3D_DVEC(W)){0};                                          \
+        for (k = 0; k < K; k++) s[k] = (BN3D_DVEC(W)){0};                      \
         centred = squares = 0;                                                 \
         for (r = 0; r < rows; r++) {                                           \
             xr = x + r * stride;                                               \
-            for (i = 0; i < full; i += 16) {                                   \
-                d0 = LOAD(xr + i) - c;                                         \
-                d1 = LOAD(xr + i + 4) - c;                                     \
-                d2 = LOAD(xr + i + 8) - c;                                     \
-                d3 = LOAD(xr + i + 12) - c;                                    \
-                s0 += d0;                                                      \
-                s1 += d1;                                                      \
-                s2 += d2;                                                      \
-                s3 += d3;                                                      \
-                q0 += d0 * d0;                                                 \
-                q1 += d1 * d1;                                                 \
-                q2 += d2 * d2;                                                 \
-                q3 += d3 * d3;                                                 \
-            }                                                                  \
+            for (i = 0; i < full; i += BN3D_MOMENT_LANES)                      \
+                for (k = 0; k < K; k++) {                                      \
+                    d = BN3D_WIDEN(T, W)(xr + i + k * WIDTH) - c;              \
+                    s[k] += d;                                                 \
+                    q[k] += d * d;                                             \
+                }                                                              \
             for (i = full; i < size; i++) {                                    \
-                d = xr[i] - mean;                                              \
-                centred += d;                                                  \
-                squares += d * d;                                              \
+                e = xr[i] - mean;                                              \
+                centred += e;                                                  \
+                squares += e * e;                                              \
             }                                                                  \
         }                                                                      \
-        centred += bn3d_lanes_sum(s0, s1, s2, s3);                             \
-        squares += bn3d_lanes_sum(q0, q1, q2, q3);                             \
+        memcpy(lanes, s, sizeof lanes);                                        \
+        centred += bn3d_lanes_tree(lanes);                                     \
+        memcpy(lanes, q, sizeof lanes);                                        \
+        squares += bn3d_lanes_tree(lanes);                                     \
         m2 = squares - centred * centred / n;                                  \
         *mean_out = mean + centred / n;                                        \
         *m2_out = m2 < 0 ? 0 : m2;                                             \
     }
-
-    BN3D_MOMENTS(bn3d_moments_float, float, bn3d_load_float)
-    BN3D_MOMENTS(bn3d_moments_double, double, bn3d_load_double)
+    BN3D_BY_STORE_WIDTH(BN3D_MOMENTS, bn3d_moments_float, float,
+                        BN3D_MOMENTS_PARAMS(float), BN3D_MOMENTS_ARGS)
+    BN3D_BY_STORE_WIDTH(BN3D_MOMENTS, bn3d_moments_double, double,
+                        BN3D_MOMENTS_PARAMS(double), BN3D_MOMENTS_ARGS)
 
     /* Gradient sums: sum(g) and sum(g * (x - mean)) of one run of `size`
        elements (a segment of a long row, or a whole short row).
@@ -468,7 +504,6 @@ cdef extern from *:
        are added when the run ends and flushed into 8 double lanes (added in a
        fixed tree at the end); the low part of the mean enters as
        - mean_lo * sum(g), in double. */
-    typedef float bn3d_v8f __attribute__((vector_size(32)));
     #define BN3D_RUN 128
     BN3D_INLINE bn3d_v8f bn3d_load8(const float *p) {
         bn3d_v8f v;
@@ -702,13 +737,16 @@ def streaming_supported():
 
 def store_width():
     """Return the width in bytes of the vector stores of streamed outputs: 64
-    with AVX-512, 32 with AVX2, else 16."""
+    with AVX-512, 32 with AVX2, else 16. The statistics are reduced by the
+    version of their kernel built for the same instruction set."""
     return bn3d_store_width
 
 
 def set_store_width(int nbytes):
     """Stream with stores of ``nbytes`` bytes (16, 32 or 64, at most what the CPU
-    has): the versions of the maps give the same bits, and tests compare them."""
+    has), and reduce the statistics with the kernel built for that width: every
+    version of the maps and of the statistics gives the same bits, and tests
+    compare them."""
     global bn3d_store_width
     if nbytes not in (16, 32, 64) or nbytes > bn3d_cpu_store_width:
         raise ValueError(f"the store width must be 16, 32 or 64 and at most "

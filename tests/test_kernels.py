@@ -484,3 +484,26 @@ def test_digest_of_a_call_does_not_depend_on_set_num_threads(rng):
     finally:
         bn3d.set_num_threads(None)
     assert len(digests) == 1
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(3, 2, 2049), (70, 5, 3, 7, 7), (2, 3, 31)],
+                         ids=["long-rows", "short-rows", "rows-shorter-than-the-lanes"])
+def test_every_version_of_the_statistics_kernel_gives_the_same_bits(rng, shape, dtype):
+    from bn3d import _kernels
+
+    x = random_data(rng, shape, dtype, loc=1e3)
+    x[1, 0, -1] = np.nan
+    width = _kernels.store_width()
+    stats = {}
+    try:
+        for version in [w for w in (16, 32, 64) if w <= width]:
+            _kernels.set_store_width(version)
+            stats[version] = batch_norm_stats(x)
+    finally:
+        _kernels.set_store_width(width)
+    for version, (mean, invstd, var) in stats.items():
+        np.testing.assert_array_equal(mean, stats[width].mean, err_msg=f"{version}-byte version")
+        np.testing.assert_array_equal(invstd, stats[width].invstd)
+        np.testing.assert_array_equal(var, stats[width].var)
+    assert np.isnan(stats[width].mean[0]) and not np.isnan(stats[width].mean[1:]).any()
