@@ -111,11 +111,6 @@ cdef extern from *:
     typedef float bn3d_v8f __attribute__((vector_size(32)));
     #define BN3D_INLINE static inline __attribute__((always_inline))
 
-    BN3D_INLINE bn3d_v4d bn3d_load_float(const float *p) {
-        bn3d_v4f v;
-        memcpy(&v, p, sizeof v);
-        return __builtin_convertvector(v, bn3d_v4d);
-    }
     BN3D_INLINE bn3d_v4d bn3d_load_double(const double *p) {
         bn3d_v4d v;
         memcpy(&v, p, sizeof v);
