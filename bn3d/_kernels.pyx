@@ -182,9 +182,10 @@ cdef extern from *:
     }
 
     /* The elementwise maps and the moments exist in three versions on x86-64
-       with GCC 12 or later: for x86-64-v4 (AVX-512, 64-byte stores), x86-64-v3 (AVX2, 32-byte
-       stores) and baseline x86-64 (16-byte stores), the best one chosen when
-       the module loads; elsewhere in one version with 16-byte vectors. */
+       with GCC 12 or later: for x86-64-v4 (AVX-512, 64-byte stores), x86-64-v3
+       (AVX2, 32-byte stores) and baseline x86-64 (16-byte stores), the best one
+       chosen when the module loads; elsewhere in one version with 16-byte
+       vectors. */
     #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
     #define BN3D_TARGET_AVX512 __attribute__((target("arch=x86-64-v4")))
     #define BN3D_TARGET_AVX2 __attribute__((target("arch=x86-64-v3")))
