@@ -23,6 +23,7 @@
 */
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #if defined(__SSE__)
 #include <immintrin.h>
 #endif
@@ -55,32 +56,49 @@
 
 typedef ptrdiff_t idx;
 enum { LANES = 16 };
+typedef float lanes __attribute__((vector_size(LANES * sizeof(float))));
 
-/* Adds sum(g) and sum(g * x) over a row to sums[0] and sums[1]: LANES
-   accumulators, added in a tree at the end. */
+static lanes load(const float *p)
+{
+    lanes v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* Adds sum(g) and sum(g * x) over a row to sums[0] and sums[1]: two vectors of
+   LANES accumulators for each (the loop is then bound by the loads, not by the
+   latency of the additions), added at the end. */
 static void sum_row(const float *restrict x, const float *restrict g, idx size, float *sums)
 {
-    float s[LANES] = {0}, d[LANES] = {0};
-    idx i = 0, j, w;
-    for (; i + LANES <= size; i += LANES) {
-#pragma omp simd
-        for (j = 0; j < LANES; j++) {
-            s[j] += g[i + j];
-            d[j] += g[i + j] * x[i + j];
-        }
+    lanes s0 = {0}, s1 = {0}, d0 = {0}, d1 = {0};
+    float s, d;
+    idx i = 0, j;
+    for (; i + 2 * LANES <= size; i += 2 * LANES) {
+        const lanes g0 = load(g + i), g1 = load(g + i + LANES);
+        s0 += g0;
+        s1 += g1;
+        d0 += g0 * load(x + i);
+        d1 += g1 * load(x + i + LANES);
     }
-    for (j = 0; i < size; i++, j++) {
-        s[j] += g[i];
-        d[j] += g[i] * x[i];
+    if (i + LANES <= size) {
+        const lanes g0 = load(g + i);
+        s0 += g0;
+        d0 += g0 * load(x + i);
+        i += LANES;
     }
-    for (w = LANES / 2; w > 0; w /= 2)
-#pragma omp simd
-        for (j = 0; j < w; j++) {
-            s[j] += s[j + w];
-            d[j] += d[j + w];
-        }
-    sums[0] += s[0];
-    sums[1] += d[0];
+    s0 += s1;
+    d0 += d1;
+    s = d = 0;
+    for (j = 0; j < LANES; j++) {
+        s += s0[j];
+        d += d0[j];
+    }
+    for (; i < size; i++) {
+        s += g[i];
+        d += g[i] * x[i];
+    }
+    sums[0] += s;
+    sums[1] += d;
 }
 
 /* out = (g - a) - x * b over a row; where `stream`, with the widest
