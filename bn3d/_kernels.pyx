@@ -90,8 +90,9 @@ cdef extern from *:
 
 
 # The block loops in C. The reductions use GCC/clang vector extensions: lanes (32
-# for the moments, 16 for the gradient sums) accumulate elements i with
-# i % lanes == lane, and the lanes are added in a fixed tree. The order of every
+# for the moments, 16 for the gradient sums of float64 data; those of float32 data
+# are described at their kernel) accumulate elements i with i % lanes == lane, and
+# the lanes are added in a fixed tree. The order of every
 # operation is fixed by this source, not by the compiler or the instruction set (no
 # reassociation, no fused multiply-add), so the results are bitwise identical on
 # SSE2, AVX2 or AVX-512; on x86-64 a version for x86-64-v4 (AVX-512) or x86-64-v3

@@ -495,14 +495,19 @@ def test_every_version_of_the_statistics_kernel_gives_the_same_bits(rng, shape, 
     x = random_data(rng, shape, dtype, loc=1e3)
     x[1, 0, -1] = np.nan
     width = _kernels.store_width()
+    versions = [w for w in (16, 32, 64) if w <= width]
+    if len(versions) < 2:
+        pytest.skip("this CPU runs one version of the kernels only")
     stats = {}
     try:
-        for version in [w for w in (16, 32, 64) if w <= width]:
+        for version in versions:
             _kernels.set_store_width(version)
             stats[version] = batch_norm_stats(x)
     finally:
         _kernels.set_store_width(width)
     for version, (mean, invstd, var) in stats.items():
+        if version == width:
+            continue
         np.testing.assert_array_equal(mean, stats[width].mean, err_msg=f"{version}-byte version")
         np.testing.assert_array_equal(invstd, stats[width].invstd)
         np.testing.assert_array_equal(var, stats[width].var)
