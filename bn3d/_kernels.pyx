@@ -61,7 +61,7 @@ to another.
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.math cimport NAN, sqrt
+from libc.math cimport NAN, isfinite, sqrt
 from libc.stdlib cimport calloc, free, malloc
 
 cdef extern from *:
@@ -100,6 +100,7 @@ cdef extern from *:
 # by the compiler in each version.
 cdef extern from *:
     """
+    #include <math.h>
     #include <string.h>
     #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
     #define BN3D_CLONES \
@@ -329,7 +330,7 @@ cdef extern from *:
     TARGET static void NAME BN3D_AFFINE_ROWS_PARAMS(T) {                        \
         BN3D_FOR_ROWS(first, last, channels,                                   \
             const T mean_hi = (T)mean[c];                                      \
-            const T mean_lo = (T)(mean[c] - (double)mean_hi);                  \
+            const T mean_lo = isfinite(mean_hi) ? (T)(mean[c] - (double)mean_hi) : 0; \
             const T a = (T)scale[c], b = (T)shift[c];                          \
             BN3D_AFFINE_ROW(T, W, x + n * xn + c * xc, y + n * yn + c * yc,    \
                             size, stream, mean_hi, mean_lo, a, b);             \
@@ -454,8 +455,10 @@ cdef extern from *:
         memcpy(lanes, q, sizeof lanes);                                        \
         squares += bn3d_lanes_tree(lanes);                                     \
         m2 = squares - centred * centred / n;                                  \
-        *mean_out = mean + centred / n;                                        \
-        *m2_out = m2 < 0 ? 0 : m2;                                             \
+        /* An infinite mean (an inf in the block) stays infinite, as torch's: */ \
+        /* the correction from x - inf would make it NaN. */                    \
+        *mean_out = isfinite(mean) ? mean + centred / n : mean;                \
+        *m2_out = isfinite(mean) ? (m2 < 0 ? 0 : m2) : NAN;                    \
     }
     BN3D_BY_STORE_WIDTH(BN3D_MOMENTS, bn3d_moments_float, float,
                         BN3D_MOMENTS_PARAMS(float), BN3D_MOMENTS_ARGS)
@@ -519,7 +522,7 @@ cdef extern from *:
                                              Py_ssize_t size, double mean,
                                              double *sum_out, double *dot_out) {
         const float mean_hi = (float)mean;
-        const double mean_lo = mean - (double)mean_hi;
+        const double mean_lo = isfinite(mean_hi) ? mean - (double)mean_hi : 0.0;
         bn3d_v4d s_lo = {0}, s_hi = {0}, p_lo = {0}, p_hi = {0}, lanes;
         bn3d_v8f sum_a = {0}, sum_b = {0}, dot_a = {0}, dot_b = {0}, g_a, g_b;
         Py_ssize_t i, in_run = 0, full = size - size % 16;
@@ -848,6 +851,11 @@ cdef inline Partial merge_moments(Partial a, Partial b) noexcept nogil:
     if b.count == 0:
         return a
     merged.count = a.count + b.count
+    if not (isfinite(a.first) and isfinite(b.first)):
+        # inf + finite = inf, inf - inf = NaN, as a plain sum of the data gives.
+        merged.first = a.first + b.first
+        merged.second = NAN
+        return merged
     delta = b.first - a.first
     merged.first = a.first + delta * (b.count / merged.count)
     merged.second = a.second + b.second + delta * delta * (a.count * b.count / merged.count)
@@ -977,7 +985,7 @@ cdef inline void affine_block(const Block *block,
     precision, so ``x - mean_hi`` is accurate even where ``|mean| >> std``.
     """
     cdef floating mean_hi = <floating>mean
-    cdef floating mean_lo = <floating>(mean - <double>mean_hi)
+    cdef floating mean_lo = <floating>(mean - <double>mean_hi) if isfinite(mean_hi) else 0
     cdef const floating *x_start = x + offset(block, x_batch_stride)
     cdef floating *y_start = y + offset(block, y_batch_stride)
     if floating is float:
@@ -996,7 +1004,7 @@ cdef inline void grad_input_constants(const ChannelConstants *k, floating *c) no
     """
     cdef floating mean_hi = <floating>k.mean
     c[0] = mean_hi
-    if floating is float:
+    if floating is float and isfinite(mean_hi):
         c[1] = <float>(k.grad_mean - (k.mean - <double>mean_hi) * k.grad_coefficient)
     else:
         c[1] = k.grad_mean

@@ -350,12 +350,13 @@ def _normalised(x: np.ndarray, mean: np.ndarray, var: np.ndarray, scale: Any, sh
 def max_error(actual: Any, expected: Any) -> float:
     """The spec's error measure: ``max |actual - expected| / max(1, |expected|)``.
 
-    NaN only matches NaN; a shape mismatch is an infinite error.
+    NaN only matches NaN and an infinity only itself; a shape mismatch is an
+    infinite error.
 
     Examples
     --------
     >>> from bn3d.spec import max_error
-    >>> max_error([1.0, 4.0], [1.0, 2.0])
+    >>> max_error([1.0, 4.0, float("inf")], [1.0, 2.0, float("inf")])
     1.0
     """
     actual = np.asarray(actual, dtype=np.float64)
@@ -364,10 +365,10 @@ def max_error(actual: Any, expected: Any) -> float:
         return float("inf")
     if actual.size == 0:
         return 0.0
-    both_nan = np.isnan(actual) & np.isnan(expected)
+    same = (np.isnan(actual) & np.isnan(expected)) | (actual == expected)
     with np.errstate(invalid="ignore"):
         error = np.abs(actual - expected) / np.maximum(1.0, np.abs(expected))
-    error = np.where(both_nan, 0.0, error)
+    error = np.where(same, 0.0, error)
     return float(np.max(np.where(np.isnan(error), np.inf, error)))
 
 
