@@ -1,6 +1,16 @@
-"""How many OpenMP threads a kernel call uses."""
+"""How many OpenMP threads a kernel call uses.
+
+A process forked after its OpenMP team started cannot use OpenMP: GNU OpenMP
+keeps the parent's team, whose threads do not exist in the child, and the
+child's first parallel region waits for them forever (PyTorch's CPU build hangs
+the same way). bn3d notices such a fork (:func:`os.register_at_fork`) and runs
+every call of the child on its calling thread.
+"""
 
 from __future__ import annotations
+
+import os
+import warnings
 
 from . import _kernels
 
@@ -11,8 +21,21 @@ __all__ = ["get_num_threads", "openmp_enabled", "set_num_threads", "threads_for"
 # (training forward); a warm team already helps from a few thousand elements, but
 # waking a sleeping team costs 30-100 us, more than the whole call saves here.
 SERIAL_BELOW = 1 << 15
+# More threads than this are refused: asked for 2**31 - 1, GNU OpenMP aborts the
+# process (it cannot allocate the team), as it does under PyTorch.
+MAX_THREADS = 1024
 
 _requested: int | None = None
+_team_started = False  # a call of this process has used more than one thread
+_forked_after_team = False  # this process was forked after its parent's team started
+
+
+def _note_fork_in_child() -> None:
+    global _forked_after_team
+    _forked_after_team = _forked_after_team or _team_started
+
+
+os.register_at_fork(after_in_child=_note_fork_in_child)
 
 
 def openmp_enabled() -> bool:
@@ -36,10 +59,21 @@ def set_num_threads(n: int | None) -> None:
     ``threadpoolctl.threadpool_limits``, or else one thread per core. Results
     are bitwise identical whatever the number of threads.
 
+    In a process forked after its parent's calls used several threads, calls
+    run on one thread whatever is set here (see :mod:`bn3d._threads`); setting
+    more than one there warns.
+
     Parameters
     ----------
     n : int or None
-        A positive number of threads, or None.
+        A number of threads from 1 to :data:`MAX_THREADS` (1024), or None.
+
+    Raises
+    ------
+    TypeError
+        If ``n`` is not an int (a bool is not) or None.
+    ValueError
+        If ``n`` is below 1 or above :data:`MAX_THREADS`.
 
     Examples
     --------
@@ -53,8 +87,14 @@ def set_num_threads(n: int | None) -> None:
     if n is not None:
         if isinstance(n, bool) or not isinstance(n, int):
             raise TypeError(f"the number of threads must be an int or None, got {n!r}")
-        if n < 1:
-            raise ValueError(f"the number of threads must be at least 1, got {n}")
+        if not 1 <= n <= MAX_THREADS:
+            raise ValueError(f"the number of threads must be from 1 to {MAX_THREADS}, got {n}")
+        if n > 1 and _forked_after_team:
+            warnings.warn(
+                "this process was forked after bn3d's OpenMP threads started, and OpenMP "
+                "cannot start threads in it: bn3d runs on one thread here (start processes "
+                "with the 'spawn' or 'forkserver' method to use several)",
+                RuntimeWarning, stacklevel=2)
     _requested = n
 
 
@@ -67,7 +107,7 @@ def get_num_threads() -> int:
     >>> bn3d.get_num_threads() >= 1
     True
     """
-    if not _kernels.openmp_enabled():
+    if not _kernels.openmp_enabled() or _forked_after_team:
         return 1
     if _requested is not None:
         return _requested
@@ -76,4 +116,7 @@ def get_num_threads() -> int:
 
 def threads_for(elements: int) -> int:
     """Return the number of threads for a call on ``elements`` data elements."""
-    return 1 if elements < SERIAL_BELOW else get_num_threads()
+    global _team_started
+    threads = 1 if elements < SERIAL_BELOW else get_num_threads()
+    _team_started = _team_started or threads > 1
+    return threads
