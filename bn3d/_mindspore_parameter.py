@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ._arrays import as_array
+from ._core import to_array
 
 __all__ = ["Parameter", "tensor_data", "type_name"]
 
@@ -78,15 +78,11 @@ def tensor_data(value: Any) -> np.ndarray | None:
     >>> tensor_data(np.ones(2)), tensor_data([1.0, 2.0]), tensor_data(np.float32(1.0))
     (array([1., 1.]), None, None)
     """
-    if isinstance(value, np.ndarray):
-        return value
     if isinstance(value, (np.generic, str, bytes, list, tuple)) or value is None:
         return None
     if hasattr(value, "asnumpy"):
         return np.asarray(value.asnumpy())
-    if hasattr(value, "__array__") or hasattr(value, "__dlpack__"):
-        return as_array(value)
-    return None
+    return to_array(value)
 
 
 def _check_requires_grad(requires_grad: Any) -> bool:
@@ -134,7 +130,8 @@ class Parameter:
     """
 
     def __init__(self, default_input: Any, name: str, requires_grad: bool = True) -> None:
-        self._data = np.array(as_array(default_input))
+        data = to_array(default_input)
+        self._data = np.array(default_input if data is None else data)
         self._name = name
         self._requires_grad = _check_requires_grad(requires_grad)
 

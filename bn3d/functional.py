@@ -1,231 +1,136 @@
 """Batch normalisation on numpy arrays, with :mod:`torch.nn.functional` semantics.
 
-This module checks and prepares arguments, chooses the kernel, and updates
-running statistics; every number is computed in :mod:`bn3d._kernels`.
+This module is PyTorch's dialect: it checks arguments in PyTorch's order and
+raises its errors (:mod:`bn3d._compat.torch` holds the words), then hands the
+call to :mod:`bn3d._core`, which computes through :mod:`bn3d._kernels`.
 
 Arrays of shape ``(N, C, *)`` of any rank >= 2 are accepted, so the same
-functions serve 1D, 2D and 3D batch normalisation.
+functions serve 1D, 2D and 3D batch normalisation. Where PyTorch takes a tensor,
+bn3d takes a numpy array or anything with ``__array__`` or ``__dlpack__`` (a CPU
+torch tensor, say); Python lists and scalars are refused, as PyTorch refuses them.
+
+What bn3d adds to PyTorch's rules, in every function here: a call that raises
+changes nothing; ``out`` may be the input itself, and an ``out`` that overlaps
+an argument in another way is written through a temporary; a running statistic
+that is updated must not share memory with any other argument (refused with
+:class:`bn3d._core.OverlapError`, a ValueError), nor be read-only.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Any, NamedTuple
+from typing import Any, Literal, overload
 
 import numpy as np
+import numpy.typing as npt
 
-from . import _kernels
-from ._arrays import as_array
-from ._cache import configure_streaming
-from ._threads import threads_for
+from . import _core
+from ._compat import torch as _torch
+from ._core import BatchStats
 
 __all__ = [
     "BatchStats",
-    "as_array",
     "batch_norm",
     "batch_norm_backward",
     "batch_norm_stats",
     "native_batch_norm",
 ]
 
-ArrayLike = Any
 Array = np.ndarray
-
-# torch's names for the scalar types it refuses ('"batch_norm" not implemented for ...').
-_TORCH_TYPE_NAMES = {
-    np.dtype(np.bool_): "Bool",
-    np.dtype(np.uint8): "Byte",
-    np.dtype(np.int8): "Char",
-    np.dtype(np.int16): "Short",
-    np.dtype(np.int32): "Int",
-    np.dtype(np.int64): "Long",
-    np.dtype(np.uint16): "UInt16",
-    np.dtype(np.uint32): "UInt32",
-    np.dtype(np.uint64): "UInt64",
-    np.dtype(np.float16): "Half",
-    np.dtype(np.float32): "Float",
-    np.dtype(np.float64): "Double",
-    np.dtype(np.complex64): "ComplexFloat",
-    np.dtype(np.complex128): "ComplexDouble",
-}
-_FLOAT16, _FLOAT32, _FLOAT64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
-_FLOATS = (_FLOAT16, _FLOAT32, _FLOAT64)
-_PARAMETER_NAMES = ("running_mean", "running_var", "weight", "bias")
-
-configure_streaming()
+_BACKWARD = "native_batch_norm_backward"
 
 
-class BatchStats(NamedTuple):
-    """Per-channel statistics of a batch, all float64 arrays of shape (C,)."""
-
-    mean: Array
-    """The batch mean."""
-    invstd: Array
-    """``1 / sqrt(biased variance + eps)``."""
-    var: Array
-    """The unbiased variance (``sum((x - mean)**2) / (n - 1)``)."""
+# -- torch's checks -------------------------------------------------------------------------
 
 
-def _torch_type_name(dtype: np.dtype) -> str:
-    return _TORCH_TYPE_NAMES.get(dtype, str(dtype))
+def _verify_batch_size(shape: tuple[int, ...]) -> None:
+    """torch.nn.functional's check that training sees more than one value per channel."""
+    count = shape[0]  # IndexError for rank 0, as in torch
+    for extent in shape[2:]:
+        count *= extent
+    if count == 1:
+        raise ValueError("Expected more than 1 value per channel when training, "
+                         f"got input size {_torch.size(shape)}")
 
 
-def _torch_size(shape: tuple[int, ...]) -> str:
-    return "torch.Size([{}])".format(", ".join(str(d) for d in shape))
+def _check_eps(eps: Any, training: Any) -> None:
+    """torch.nn.functional's eps checks: plain comparisons, so NaN passes."""
+    if training and eps <= 0.0:
+        raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
+    elif eps < 0.0:
+        raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
 
 
-def _check_rank(x: Array) -> None:
-    if x.ndim < 2:
-        raise ValueError(
-            f"expected an input of shape (N, C, *) with at least 2 dimensions, got {x.ndim}D input"
-        )
-
-
-def _parameter_arrays(
+def _check_parameters(
     x: Array,
-    running_mean: ArrayLike | None,
-    running_var: ArrayLike | None,
-    weight: ArrayLike | None,
-    bias: ArrayLike | None,
-    training: bool,
-    affine_any_shape: bool,
-) -> tuple[Array | None, Array | None, Array | None, Array | None]:
-    """Check the parameters against ``x`` in torch's order.
+    parameters: dict[str, Array | None],
+    use_batch_stats: bool,
+    weight_any_shape: bool,
+) -> dict[str, Array | None]:
+    """ATen's checks of the per-channel arrays against ``x``, in its order.
 
-    Each parameter holds one value per channel. The running statistics must be
-    1-D; so must the weight unless ``affine_any_shape`` (torch's forwards accept
-    a weight and bias of any shape, its backward only a 1-D weight).
-
-    Returns ``(running_mean, running_var, weight, bias)`` as 1-D arrays, None
-    where not given.
+    ``parameters`` maps ``running_mean``, ``running_var``, ``weight`` and ``bias``
+    (or a subset, in that order) to arrays or None. Each holds one value per channel
+    and is 1-D, except that torch's forwards take a weight and bias of any shape
+    (``weight_any_shape``). Returns them as 1-D arrays.
     """
-    if not training:
-        for name, value in (("running_mean", running_mean), ("running_var", running_var)):
-            if value is None:
+    if not use_batch_stats:
+        for name in ("running_mean", "running_var"):
+            if name in parameters and parameters[name] is None:
                 raise RuntimeError(f"{name} must be defined in evaluation mode")
-    arrays = [
-        None if running_mean is None else as_array(running_mean),
-        None if running_var is None else as_array(running_var),
-        None if weight is None else as_array(weight),
-        None if bias is None else as_array(bias),
-    ]
-    expected = x.shape[1:2]
-    for i, array in enumerate(arrays):
-        if array is not None and array.shape != expected:
-            name = _PARAMETER_NAMES[i]
-            if array.size != expected[0]:
-                raise RuntimeError(f"{name} should contain {expected[0]} elements not {array.size}")
-            if not (affine_any_shape and name in ("weight", "bias")):
+    channels = x.shape[1] if x.ndim >= 2 else 0
+    checked = {}
+    for name, array in parameters.items():
+        if array is not None:
+            if array.size != channels:
+                raise RuntimeError(f"{name} should contain {channels} elements not {array.size}")
+            if array.ndim != 1 and not (weight_any_shape and name in ("weight", "bias")):
                 raise RuntimeError(f"TensorAccessor expected 1 dims but tensor has {array.ndim}")
-            arrays[i] = array.reshape(expected)
-    if (arrays[0] is None) != (arrays[1] is None):
-        raise ValueError("running_mean and running_var must either both be None or neither be None")
-    if x.dtype not in _FLOATS:
-        raise NotImplementedError(
-            f"\"batch_norm\" not implemented for '{_torch_type_name(x.dtype)}'"
-        )
-    # torch's order: weight, bias, running_mean, running_var.
-    defined = [array for array in (arrays[2], arrays[3], arrays[0], arrays[1]) if array is not None]
-    if {array.dtype for array in defined} - {x.dtype}:
-        _check_parameter_dtypes(x, defined)
-    return arrays[0], arrays[1], arrays[2], arrays[3]
+            array = array.reshape(channels)
+        checked[name] = array
+    if x.ndim < 2:
+        raise IndexError("Dimension out of range (expected to be in range of [-1, 0], but got 1)"
+                         if x.ndim == 1 else "Dimension specified as 1 but tensor has no "
+                         "dimensions")
+    if ("running_mean" in checked) and (checked["running_mean"] is None) != \
+            (checked.get("running_var") is None):
+        raise ValueError("running_mean and running_var must either both be None or neither "
+                         "be None")
+    if x.dtype.newbyteorder("=") not in _core.FLOAT_DTYPES:
+        raise NotImplementedError(f"\"batch_norm\" not implemented for '{_torch.type_name(x.dtype)}'")
+    # torch's order for the dtype rule: weight, bias, running_mean, running_var.
+    defined = [checked[name] for name in ("weight", "bias", "running_mean", "running_var")
+               if checked.get(name) is not None]
+    _check_parameter_dtypes(x.dtype.newbyteorder("="),
+                            [array.dtype.newbyteorder("=") for array in defined])
+    return checked
 
 
-def _check_parameter_dtypes(x: Array, defined: list[Array]) -> None:
-    """torch's CPU rule: parameters share the input's dtype, or are all float32
-    beside a float16 input ("mixed" precision).
-
-    ``defined`` holds the parameters given, in the order weight, bias,
-    running_mean, running_var.
-    """
-    if defined[0].dtype != x.dtype:  # mixed: the first defined parameter decides
-        if any(array.dtype != np.float32 for array in defined):
+def _check_parameter_dtypes(dtype: np.dtype, parameter_dtypes: list[np.dtype]) -> None:
+    """torch's CPU rule: parameters share the input's dtype, or are all float32 beside a
+    float16 or bfloat16 input ("mixed" precision); the first parameter decides which."""
+    if not parameter_dtypes or set(parameter_dtypes) == {dtype}:
+        return
+    if parameter_dtypes[0] != dtype:
+        if any(other != _core.FLOAT32 for other in parameter_dtypes):
             raise RuntimeError("mixed dtype (CPU): expect parameter to have scalar type of Float")
-        if x.dtype != np.float16:
+        if _core.compute_dtype(dtype) == dtype:  # not a low-precision input
             raise RuntimeError("mixed dtype (CPU): all inputs must share same datatype.")
         return
-    for array in defined:
-        if array.dtype != x.dtype:
-            raise RuntimeError(
-                f"expected scalar type {_torch_type_name(x.dtype)} "
-                f"but found {_torch_type_name(array.dtype)}"
-            )
+    for other in parameter_dtypes:
+        if other != dtype:
+            raise RuntimeError(f"expected scalar type {_torch.type_name(dtype)} "
+                               f"but found {_torch.type_name(other)}")
 
 
-def _check_momentum(momentum: Any) -> float:
-    if isinstance(momentum, bool) or not isinstance(momentum, (int, float, np.floating)):
-        raise TypeError(
-            "batch_norm(): argument 'momentum' (position 7) must be float, "
-            f"not {type(momentum).__name__}"
-        )
-    return float(momentum)
-
-
-def _compute_dtype(dtype: np.dtype) -> np.dtype:
-    """float16 is computed in float32."""
-    return _FLOAT32 if dtype == _FLOAT16 else dtype
-
-
-def _shape_3d(shape: tuple[int, ...]) -> tuple[int, int, int]:
-    return shape[0], shape[1], math.prod(shape[2:])
-
-
-def _as_3d(x: Array, dtype: np.dtype, shape_3d: tuple[int, int, int]) -> Array:
-    """``x`` as an array of ``shape_3d`` (N, C, L) and ``dtype`` with unit stride along L.
-
-    A view where the strides allow it, a copy otherwise.
-    """
-    view = x.astype(dtype, copy=False).reshape(shape_3d)
-    if view.shape[2] > 1 and view.strides[2] != view.itemsize:
-        view = np.ascontiguousarray(view)
-    return view
-
-
-def _output_3d(
-    out: Array | None, x: Array, dtype: np.dtype, shape_3d: tuple[int, int, int]
-) -> tuple[Array, Array]:
-    """Return (the array handed back, the ``shape_3d`` array the kernel writes)."""
-    if out is None:
-        result = np.empty(x.shape, dtype=x.dtype)
-    else:
-        if not isinstance(out, np.ndarray):
-            raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
-        if out.shape != x.shape or out.dtype != x.dtype:
-            raise ValueError(
-                f"out must have the input's shape {x.shape} and dtype {x.dtype}, "
-                f"got shape {out.shape} and dtype {out.dtype}"
-            )
-        if not out.flags.writeable:
-            raise ValueError("out is read-only")
-        if not out.flags.c_contiguous:
-            raise ValueError("out must be C-contiguous")
-        result = out
-    target = result.reshape(shape_3d)
-    if target.dtype != dtype:  # float16: the kernel writes float32, copied into result after
-        target = np.empty(target.shape, dtype=dtype)
-    return result, target
-
-
-def _per_channel(array: Array | None, channels: int, default: float) -> Array:
-    """A parameter as a contiguous float64 array; ``default`` where it is None."""
-    if array is None:
-        return np.full(channels, default)
-    return array.astype(_FLOAT64, order="C", copy=False)
-
-
-def _finish_output(result: Array, target: Array) -> Array:
-    """The output; float16 results are rounded from the float32 the kernel wrote."""
-    if target.dtype != result.dtype:
-        result.reshape(target.shape)[...] = target
-    return result
+# -- public functions -----------------------------------------------------------------------
 
 
 def native_batch_norm(
-    input: ArrayLike,
-    weight: ArrayLike | None,
-    bias: ArrayLike | None,
-    running_mean: ArrayLike | None,
-    running_var: ArrayLike | None,
+    input: npt.ArrayLike,
+    weight: npt.ArrayLike | None,
+    bias: npt.ArrayLike | None,
+    running_mean: npt.ArrayLike | None,
+    running_var: npt.ArrayLike | None,
     training: bool,
     momentum: float,
     eps: float,
@@ -235,19 +140,19 @@ def native_batch_norm(
     """Batch normalisation returning the statistics it used (``torch.native_batch_norm``).
 
     Unlike :func:`batch_norm`, this does not check ``eps`` nor that a channel
-    holds more than one value when training.
+    holds more than one value when training, and refuses an empty input.
 
     Parameters
     ----------
     input : array_like
-        Data of shape ``(N, C, *)``, float16, float32 or float64.
+        Data of shape ``(N, C, *)``: float16, bfloat16, float32 or float64.
     weight, bias : array_like of C elements (of any shape) or None
         Affine parameters; None means ones and zeros.
     running_mean, running_var : array_like of shape (C,) or None
         Running statistics. When ``training``, they are updated in place (if
         given) as ``r = (1 - momentum) * r + momentum * batch``, with the
-        unbiased batch variance; an empty batch leaves them unchanged. When not
-        ``training`` they normalise and are required.
+        unbiased batch variance. When not ``training`` they normalise and are
+        required.
     training : bool
         Normalise with the batch statistics (True) or the running ones (False).
     momentum : float
@@ -261,14 +166,15 @@ def native_batch_norm(
     Returns
     -------
     output : numpy.ndarray
-        The normalised data, in the input's dtype (float16 is computed in float32).
+        The normalised data, in the input's dtype (float16 and bfloat16 are
+        computed in float32).
     save_mean, save_invstd : numpy.ndarray
         float64 arrays of shape (C,): the mean and ``1 / sqrt(var + eps)`` that
         normalised (batch or running), for :func:`batch_norm_backward`.
 
     Raises
     ------
-    RuntimeError, NotImplementedError, ValueError, TypeError
+    RuntimeError, NotImplementedError, ValueError, TypeError, IndexError
         With PyTorch's types and messages. Nothing is modified when it raises.
 
     Examples
@@ -280,57 +186,64 @@ def native_batch_norm(
     >>> y.ravel(), mean
     (array([-1.34164079, -0.4472136 ,  0.4472136 ,  1.34164079]), array([4.]))
     """
-    momentum = _check_momentum(momentum)
-    x = as_array(input)
-    _check_rank(x)
-    running_mean, running_var, weight, bias = _parameter_arrays(
-        x, running_mean, running_var, weight, bias, training, affine_any_shape=True)
-    eps = float(eps)
-    dtype = _compute_dtype(x.dtype)
-    shape_3d = _shape_3d(x.shape)
-    channels = shape_3d[1]
-    x3 = _as_3d(x, dtype, shape_3d)
-    result, target = _output_3d(out, x, dtype, shape_3d)
-    weight64 = _per_channel(weight, channels, 1.0)
-    bias64 = _per_channel(bias, channels, 0.0)
-    threads = threads_for(x.size)
-    invstd = np.empty(channels)
-    if training:
-        mean = np.empty(channels)
-        var_unbiased = np.empty(channels)
-        _kernels.train_forward(x3, target, weight64, bias64, eps, mean, invstd, var_unbiased,
-                               threads)
-        if running_mean is not None and x.size > 0:
-            _update_running(running_mean, running_var, mean, var_unbiased, momentum)
-    else:
-        mean = _per_channel(running_mean, channels, 0.0)
-        var = _per_channel(running_var, channels, 1.0)
-        _kernels.eval_forward(x3, target, mean, var, weight64, bias64, eps, invstd, threads)
-    return _finish_output(result, target), mean, invstd
+    x, arrays, training, momentum, eps = _parse(input, weight, bias, running_mean, running_var,
+                                                training, momentum, eps, "native_batch_norm")
+    if x.size == 0:
+        raise RuntimeError("input tensor must have at least one element, but got input_sizes "
+                           f"= [{', '.join(map(str, x.shape))}]")
+    return _normalise(x, arrays, training, momentum, eps, out)
 
 
-def _update_running(running_mean: Array, running_var: Array, mean: Array, var_unbiased: Array,
-                    momentum: float) -> None:
-    new_mean = np.array(running_mean, dtype=np.float64)
-    new_var = np.array(running_var, dtype=np.float64)
-    _kernels.update_running_stats(new_mean, new_var, mean, var_unbiased, momentum)
-    running_mean[...] = new_mean
-    running_var[...] = new_var
+def _parse(input: Any, weight: Any, bias: Any, running_mean: Any, running_var: Any,
+           training: Any, momentum: Any, eps: Any, function: str
+           ) -> tuple[Array, dict[str, Array | None], bool, float, float]:
+    """torch's argument parser: every argument's type, in positional order."""
+    x = _torch.tensor_argument(input, function, "input")
+    arrays = {name: _torch.tensor_argument(value, function, name) for name, value in
+              (("weight", weight), ("bias", bias), ("running_mean", running_mean),
+               ("running_var", running_var))}
+    return (x, arrays, _torch.bool_argument(training, function, "training"),
+            _torch.float_argument(momentum, function, "momentum"), _torch.float_argument(eps, function, "eps"))
+
+
+def _normalise(x: Array, arrays: dict[str, Array | None], training: bool, momentum: float,
+               eps: float, out: Array | None) -> tuple[Array, Array, Array]:
+    checked = _check_parameters(
+        x, {name: arrays[name] for name in ("running_mean", "running_var", "weight", "bias")},
+        training, weight_any_shape=True)
+    return _core.batch_norm(
+        x, checked["weight"], checked["bias"], eps, use_batch_stats=training,
+        running_mean=checked["running_mean"], running_var=checked["running_var"],
+        momentum=momentum, out=out)
+
+
+@overload
+def batch_norm(input: npt.ArrayLike, running_mean: npt.ArrayLike | None,
+               running_var: npt.ArrayLike | None, weight: npt.ArrayLike | None = ...,
+               bias: npt.ArrayLike | None = ..., training: bool = ..., momentum: float = ...,
+               eps: float = ..., *, out: Array | None = ...,
+               return_stats: Literal[False] = ...) -> Array: ...
+@overload
+def batch_norm(input: npt.ArrayLike, running_mean: npt.ArrayLike | None,
+               running_var: npt.ArrayLike | None, weight: npt.ArrayLike | None = ...,
+               bias: npt.ArrayLike | None = ..., training: bool = ..., momentum: float = ...,
+               eps: float = ..., *, out: Array | None = ...,
+               return_stats: Literal[True]) -> tuple[Array, Array, Array]: ...
 
 
 def batch_norm(
-    input: ArrayLike,
-    running_mean: ArrayLike | None,
-    running_var: ArrayLike | None,
-    weight: ArrayLike | None = None,
-    bias: ArrayLike | None = None,
+    input: npt.ArrayLike,
+    running_mean: npt.ArrayLike | None,
+    running_var: npt.ArrayLike | None,
+    weight: npt.ArrayLike | None = None,
+    bias: npt.ArrayLike | None = None,
     training: bool = False,
     momentum: float = 0.1,
     eps: float = 1e-05,
     *,
     out: Array | None = None,
     return_stats: bool = False,
-) -> Any:
+) -> Array | tuple[Array, Array, Array]:
     """Batch normalisation of ``(N, C, *)`` data, as ``torch.nn.functional.batch_norm``.
 
     ``y = (x - mean) / sqrt(var + eps) * weight + bias`` per channel, with the
@@ -340,8 +253,9 @@ def batch_norm(
     Parameters
     ----------
     input : array_like
-        Data of shape ``(N, C, *)``, float16, float32 or float64 (numpy, or
-        anything with ``__array__`` or ``__dlpack__``).
+        Data of shape ``(N, C, *)``: float16, bfloat16 (an ``ml_dtypes`` array or
+        a torch tensor), float32 or float64, in any byte order: a numpy array,
+        or anything with ``__array__`` or ``__dlpack__``.
     running_mean, running_var : array_like of shape (C,) or None
         Running statistics, updated in place when ``training``:
         ``r = (1 - momentum) * r + momentum * batch`` with the unbiased batch
@@ -354,9 +268,11 @@ def batch_norm(
         The weight of the batch in the running statistics' update.
     eps : float, default 1e-05
         Added to the variance; must be positive when training and
-        non-negative otherwise.
+        non-negative otherwise (NaN passes, as in torch: the output is NaN).
     out : numpy.ndarray, optional
-        A C-contiguous array of the input's shape and dtype to write into.
+        A C-contiguous array of the input's shape and dtype to write into. It
+        may be the input itself; if it overlaps an argument in another way, the
+        result is computed into a temporary first.
     return_stats : bool, default False
         Also return the float64 mean and ``1 / sqrt(var + eps)`` that
         normalised, to pass to :func:`batch_norm_backward`.
@@ -365,11 +281,15 @@ def batch_norm(
     -------
     numpy.ndarray or tuple
         The output in the input's dtype, or ``(output, save_mean, save_invstd)``.
+        An empty input returns an empty output without any other check, as
+        torch does.
 
     Raises
     ------
-    ValueError, RuntimeError, NotImplementedError, TypeError
-        PyTorch's errors, with its messages, checked in its order. Nothing is
+    ValueError, RuntimeError, NotImplementedError, TypeError, IndexError
+        PyTorch's errors, with its messages, checked in its order; then bn3d's
+        ValueErrors for a read-only running statistic or ``out``, and for a
+        running statistic sharing memory with another argument. Nothing is
         modified when it raises.
 
     Examples
@@ -384,29 +304,35 @@ def batch_norm(
     >>> running_mean, running_var
     (array([0.025, 0.105], dtype=float32), array([0.90166664, 0.90166664], dtype=float32))
     """
-    x = as_array(input)
-    _check_rank(x)
-    if training:
-        _verify_batch_size(x.shape)
-        if not eps > 0:
-            raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
-    elif not eps >= 0:
-        raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
-    result = native_batch_norm(x, weight, bias, running_mean, running_var, training, momentum,
-                               eps, out=out)
-    return result if return_stats else result[0]
+    # torch.nn.functional's own checks come first, on the arguments as given.
+    shape = _shape_of(input)
+    if training and shape is not None:
+        _verify_batch_size(shape)
+    _check_eps(eps, training)
+    x, arrays, training, momentum, eps = _parse(input, weight, bias, running_mean, running_var,
+                                                training, momentum, eps, "batch_norm")
+    if x.size == 0:  # torch.batch_norm returns at once, whatever the other arguments
+        result = np.empty(x.shape, x.dtype.newbyteorder("=")) if out is None else \
+            _core.check_out(out, x.shape, x.dtype.newbyteorder("="))
+        empty = np.full(x.shape[1] if x.ndim >= 2 else 0, np.nan)
+        return (result, empty, empty.copy()) if return_stats else result
+    output = _normalise(x, arrays, training, momentum, eps, out)
+    return output if return_stats else output[0]
 
 
-def _verify_batch_size(shape: tuple[int, ...]) -> None:
-    batch, _, length = _shape_3d(shape)
-    if batch * length == 1:
-        raise ValueError(
-            "Expected more than 1 value per channel when training, "
-            f"got input size {_torch_size(shape)}"
-        )
+def _shape_of(value: Any) -> tuple[int, ...] | None:
+    """The shape of a tensor argument, for the checks made before the argument parser;
+    None if it is not a tensor (the parser then refuses it)."""
+    if isinstance(value, (list, tuple)) or np.isscalar(value):
+        return None
+    shape = getattr(value, "shape", None)
+    if shape is not None:
+        return tuple(shape)
+    array = _core.to_array(value)
+    return None if array is None else array.shape
 
 
-def batch_norm_stats(input: ArrayLike, eps: float = 1e-05) -> BatchStats:
+def batch_norm_stats(input: npt.ArrayLike, eps: float = 1e-05) -> BatchStats:
     """Per-channel batch statistics of ``(N, C, *)`` data.
 
     Bitwise equal to the statistics a training :func:`batch_norm` computes.
@@ -414,7 +340,7 @@ def batch_norm_stats(input: ArrayLike, eps: float = 1e-05) -> BatchStats:
     Parameters
     ----------
     input : array_like
-        Data of shape ``(N, C, *)``, float16, float32 or float64.
+        Data of shape ``(N, C, *)``: float16, bfloat16, float32 or float64.
     eps : float, default 1e-05
         Added to the biased variance in ``invstd``.
 
@@ -430,30 +356,23 @@ def batch_norm_stats(input: ArrayLike, eps: float = 1e-05) -> BatchStats:
     >>> batch_norm_stats(np.array([[[1.0, 3.0]], [[5.0, 7.0]]]), eps=0.0)
     BatchStats(mean=array([4.]), invstd=array([0.4472136]), var=array([6.66666667]))
     """
-    x = as_array(input)
-    _check_rank(x)
-    if x.dtype not in _FLOATS:
-        raise NotImplementedError(
-            f"\"batch_norm\" not implemented for '{_torch_type_name(x.dtype)}'"
-        )
-    channels = x.shape[1]
-    stats = BatchStats(np.empty(channels), np.empty(channels), np.empty(channels))
-    x3 = _as_3d(x, _compute_dtype(x.dtype), _shape_3d(x.shape))
-    _kernels.batch_stats(x3, float(eps), stats.mean, stats.invstd, stats.var, threads_for(x.size))
-    return stats
+    x = _torch.tensor_argument(input, "batch_norm", "input")
+    eps = _torch.float_argument(eps, "batch_norm", "eps")
+    _check_parameters(x, {}, True, weight_any_shape=False)
+    return _core.batch_stats(x, eps)
 
 
 def batch_norm_backward(
-    grad_output: ArrayLike,
-    input: ArrayLike,
-    running_mean: ArrayLike | None,
-    running_var: ArrayLike | None,
-    weight: ArrayLike | None = None,
+    grad_output: npt.ArrayLike,
+    input: npt.ArrayLike,
+    running_mean: npt.ArrayLike | None,
+    running_var: npt.ArrayLike | None,
+    weight: npt.ArrayLike | None = None,
     training: bool = False,
     eps: float = 1e-05,
     *,
-    save_mean: ArrayLike | None = None,
-    save_invstd: ArrayLike | None = None,
+    save_mean: npt.ArrayLike | None = None,
+    save_invstd: npt.ArrayLike | None = None,
 ) -> tuple[Array, Array, Array]:
     """Gradients of :func:`batch_norm` with respect to its input, weight and bias.
 
@@ -489,6 +408,16 @@ def batch_norm_backward(
     grad_weight, grad_bias : numpy.ndarray
         Shape (C,), in the weight's dtype (the compute dtype when ``weight`` is None).
 
+    Raises
+    ------
+    ValueError
+        If ``grad_output`` has another shape than the input, or ``save_mean`` or
+        ``save_invstd`` do not hold one value per channel.
+    TypeError
+        If ``grad_output`` has another dtype than the input.
+    RuntimeError, NotImplementedError
+        PyTorch's errors for the other arguments.
+
     Examples
     --------
     >>> import numpy as np
@@ -499,42 +428,33 @@ def batch_norm_backward(
     >>> gx.ravel(), gw, gb
     (array([ 0.13416408, -0.17888544, -0.04472136,  0.08944272]), array([-1.34164079]), array([1.]))
     """
-    x = as_array(input)
-    g = as_array(grad_output)
-    _check_rank(x)
+    g = _torch.tensor_argument(grad_output, _BACKWARD, "grad_out")
+    x = _torch.tensor_argument(input, _BACKWARD, "input")
+    weight = _torch.tensor_argument(weight, _BACKWARD, "weight")
+    running_mean = _torch.tensor_argument(running_mean, _BACKWARD, "running_mean")
+    running_var = _torch.tensor_argument(running_var, _BACKWARD, "running_var")
+    save_mean = _torch.tensor_argument(save_mean, _BACKWARD, "save_mean")
+    save_invstd = _torch.tensor_argument(save_invstd, _BACKWARD, "save_invstd")
+    training = _torch.bool_argument(training, _BACKWARD, "train")
+    eps = _torch.float_argument(eps, _BACKWARD, "eps")
     if g.shape != x.shape:
         raise ValueError(f"grad_output has shape {g.shape}, but the input has shape {x.shape}")
-    if g.dtype != x.dtype:
+    if g.dtype.newbyteorder("=") != x.dtype.newbyteorder("="):
         raise TypeError(f"grad_output has dtype {g.dtype}, but the input has dtype {x.dtype}")
     saved = save_mean is not None and save_invstd is not None
     # With saved statistics, the running ones are not needed, whatever the mode.
-    running_mean, running_var, weight, _ = _parameter_arrays(
-        x, running_mean, running_var, weight, None, training or saved, affine_any_shape=False)
-    dtype = _compute_dtype(x.dtype)
-    shape_3d = _shape_3d(x.shape)
-    channels = shape_3d[1]
-    x3 = _as_3d(x, dtype, shape_3d)
-    g3 = _as_3d(g, dtype, shape_3d)
-    result, target = _output_3d(None, x, dtype, shape_3d)
-    weight64 = _per_channel(weight, channels, 1.0)
-    threads = threads_for(x.size)
+    checked = _check_parameters(
+        x, {"running_mean": running_mean, "running_var": running_var, "weight": weight},
+        training or saved, weight_any_shape=False)
     if saved:
-        mean = _per_channel(as_array(save_mean), channels, 0.0)
-        invstd = _per_channel(as_array(save_invstd), channels, 1.0)
+        mean, invstd = save_mean, save_invstd
     elif training:
-        mean, invstd, _ = batch_norm_stats(x3, eps)
+        mean, invstd, _ = _core.batch_stats(x, eps)
     else:
-        mean = _per_channel(running_mean, channels, 0.0)
-        invstd = np.empty(channels)
-        _kernels.inverse_std(_per_channel(running_var, channels, 1.0), float(eps),
-                             invstd)
-    grad_weight = np.empty(channels)
-    grad_bias = np.empty(channels)
-    kernel = _kernels.train_backward if training else _kernels.eval_backward
-    kernel(g3, x3, target, mean, invstd, weight64, grad_weight, grad_bias, threads)
-    parameter_dtype = dtype if weight is None else weight.dtype
-    return (
-        _finish_output(result, target),
-        grad_weight.astype(parameter_dtype),
-        grad_bias.astype(parameter_dtype),
-    )
+        mean, invstd = checked["running_mean"], _core.inverse_std(checked["running_var"], eps)
+    grad_input, grad_weight, grad_bias = _core.batch_norm_backward(
+        g, x, checked["weight"], mean, invstd, use_batch_stats=training)
+    weight_array = checked["weight"]
+    parameter_dtype = _core.compute_dtype(x.dtype) if weight_array is None else \
+        weight_array.dtype.newbyteorder("=")
+    return grad_input, grad_weight.astype(parameter_dtype), grad_bias.astype(parameter_dtype)

@@ -1,8 +1,8 @@
 """``mindspore.nn.BatchNorm3d`` (MindSpore 2.10) on numpy arrays.
 
 :class:`BatchNorm3d` holds the cell's semantics, its :class:`Parameter` objects
-and their initialisers; every number it produces comes from
-:mod:`bn3d.functional`. As in MindSpore, the cell wraps a ``BatchNorm2d``
+and their initialisers; every number it produces comes from :mod:`bn3d._core`
+(the same core as :mod:`bn3d.functional`'s). As in MindSpore, the cell wraps a ``BatchNorm2d``
 sub-cell, ``bn2d``, which owns the hyper-parameters and the parameters
 ``bn2d.moving_mean``, ``bn2d.moving_variance``, ``bn2d.gamma`` and ``bn2d.beta``.
 
@@ -55,7 +55,7 @@ from ._mindspore_init import (
     set_seed,
 )
 from ._mindspore_parameter import Parameter, tensor_data, type_name
-from .functional import as_array, batch_norm_backward, native_batch_norm
+from . import _core
 
 __all__ = [
     "BatchNorm3d",
@@ -85,7 +85,7 @@ def torch_momentum(momentum: Any) -> Any:
     """The core's momentum for MindSpore's ``momentum``: the document's Difference 3.
 
     MindSpore updates ``moving = momentum * moving + (1 - momentum) * batch``;
-    :func:`bn3d.functional.native_batch_norm`, like torch, updates
+    :func:`bn3d._core.batch_norm`, like torch, updates
     ``running = (1 - m) * running + m * batch``. So ``m = 1 - momentum``:
     MindSpore computes the same value and keeps it as ``bn2d.momentum``, and
     its repr prints ``1.0 - bn2d.momentum``.
@@ -174,7 +174,7 @@ class _CallRecord(NamedTuple):
     """What :meth:`BatchNorm3d.backward` needs from the most recent call."""
 
     input: np.ndarray
-    gamma: np.ndarray  # the float32 copy that normalised: later changes do not leak in
+    gamma: np.ndarray  # a copy of the gamma that normalised: later changes do not leak in
     gamma_dtype: np.dtype
     beta_dtype: np.dtype
     used_batch_statistics: bool
@@ -188,7 +188,7 @@ class _BatchNorm2d:
 
     It owns the hyper-parameters and the parameters, checks a call as
     MindSpore's BatchNorm primitive does and normalises through
-    :func:`bn3d.functional.native_batch_norm`. Its attributes are MindSpore's:
+    :func:`bn3d._core.batch_norm`. Its attributes are MindSpore's:
     ``num_features``, ``eps``, ``momentum`` (which holds ``1 - momentum``, see
     :func:`torch_momentum`), ``use_batch_statistics`` and ``training``. As in
     MindSpore, ``eps`` and ``momentum`` are captured by the cell's primitives
@@ -324,21 +324,20 @@ class _BatchNorm2d:
                                                   self._moving_variance.asnumpy())))
         self._check_call(x, arrays, uses_batch)
         epsilon = float(_float32(self._primitive_epsilon))
-        # float32 copies: the core computes float16 data in float32 anyway, and a
-        # failure inside it cannot leave a parameter half-updated.
-        gamma, beta, mean, variance = (np.array(array, dtype=np.float32)
-                                       for array in arrays.values())
-        output, save_mean, save_invstd = native_batch_norm(
-            x, gamma, beta, mean, variance, uses_batch, self._primitive_momentum, epsilon)
         # MindSpore 2.10's CPU kernel updates float32 moving statistics only: with
         # float16 parameters it normalises with the batch statistics and leaves
         # the moving ones as they were.
-        if uses_batch and arrays["mean"].dtype == np.float32:
-            arrays["mean"][...] = mean
-            arrays["variance"][...] = variance
+        updates = uses_batch and arrays["mean"].dtype == np.float32
+        if updates:  # checked now: a call that raises changes nothing
+            _core.check_writable(arrays["mean"], self._moving_mean.name)
+            _core.check_writable(arrays["variance"], self._moving_variance.name)
+        output, save_mean, save_invstd = _core.batch_norm(
+            x, arrays["scale"], arrays["bias"], epsilon, use_batch_stats=uses_batch,
+            running_mean=arrays["mean"], running_var=arrays["variance"],
+            momentum=self._primitive_momentum if updates else None)
         record = _CallRecord(
-            input=x, gamma=gamma, gamma_dtype=self._gamma.dtype, beta_dtype=self._beta.dtype,
-            used_batch_statistics=uses_batch, epsilon=epsilon, save_mean=save_mean,
+            input=x, gamma=arrays["scale"].copy(), gamma_dtype=self._gamma.dtype,
+            beta_dtype=self._beta.dtype, used_batch_statistics=uses_batch, epsilon=epsilon, save_mean=save_mean,
             save_invstd=save_invstd,
         )
         return output, record
@@ -635,15 +634,15 @@ class BatchNorm3d(CallState):
         if record is None:
             raise RuntimeError("backward() needs a call first: this cell has not normalised any "
                                "input in this thread yet")
-        g = as_array(grad_output)
+        g = tensor_data(grad_output)
+        if g is None:
+            raise TypeError(f"grad_output must be a tensor, not {type(grad_output).__name__}")
         if g.shape != record.input.shape:
             raise ValueError(f"grad_output has shape {g.shape}, but the most recent call's "
                              f"output has shape {record.input.shape}")
         if g.dtype.kind not in "biuf":
             raise TypeError(f"grad_output must hold real numbers, not {g.dtype}")
-        grad_x, grad_gamma, grad_beta = batch_norm_backward(
-            g.astype(record.input.dtype, copy=False), record.input, None, None, record.gamma,
-            record.used_batch_statistics, record.epsilon,
-            save_mean=record.save_mean, save_invstd=record.save_invstd,
-        )
+        grad_x, grad_gamma, grad_beta = _core.batch_norm_backward(
+            g.astype(record.input.dtype, copy=False), record.input, record.gamma,
+            record.save_mean, record.save_invstd, use_batch_stats=record.used_batch_statistics)
         return grad_x, grad_gamma.astype(record.gamma_dtype), grad_beta.astype(record.beta_dtype)

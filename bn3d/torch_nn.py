@@ -34,7 +34,10 @@ from typing import Any, NamedTuple, TypeVar
 import numpy as np
 
 from ._call_state import CallState
-from .functional import _torch_size, as_array, batch_norm, batch_norm_backward
+from ._compat import torch as _torch
+from . import _core
+from ._core import check_writable
+from .functional import batch_norm, batch_norm_backward
 
 __all__ = ["BatchNorm3d"]
 
@@ -345,13 +348,15 @@ class _BatchNorm(CallState):
         >>> bn.running_mean, bn.running_var, bn.num_batches_tracked
         (array([0.2], dtype=float32), array([1.1], dtype=float32), array(1))
         """
-        x = as_array(input)
+        x = _torch.tensor_argument(input, "batch_norm", "input")
         self._check_input_dim(x)
         with self._lock:
             momentum = self.momentum
             average_factor = 0.0 if momentum is None else momentum
             counting = (self.training and self.track_running_stats
                         and self.num_batches_tracked is not None)
+            if counting:  # checked now: a call that raises changes nothing
+                check_writable(self.num_batches_tracked, "num_batches_tracked")
             if counting and momentum is None:  # cumulative average, counting this batch
                 average_factor = 1.0 / float(int(self.num_batches_tracked) + 1)
             used_batch_stats = self.training or (
@@ -429,12 +434,12 @@ class _BatchNorm(CallState):
                     "backward() needs a forward() first: this module has not computed any "
                     "output in this thread yet"
                 )
-            g = as_array(grad_output)
+            g = _torch.tensor_argument(grad_output, "native_batch_norm_backward", "grad_out")
             x = record.input
             if g.shape != x.shape:
                 raise RuntimeError(
-                    f"Mismatch in shape: grad_output[0] has a shape of {_torch_size(g.shape)} "
-                    f"and output[0] has a shape of {_torch_size(x.shape)}."
+                    f"Mismatch in shape: grad_output[0] has a shape of {_torch.size(g.shape)} "
+                    f"and output[0] has a shape of {_torch.size(x.shape)}."
                 )
             if g.dtype.kind == "c":
                 raise RuntimeError(
@@ -563,7 +568,9 @@ class _BatchNorm(CallState):
 
 def _loadable(name: str, value: Any, target: np.ndarray) -> tuple[Any, str | None]:
     """``(value converted to target's dtype, None)`` or ``(None, torch's error message)``."""
-    array = as_array(value)
+    array = _core.to_array(value)
+    if array is None:  # lists and numbers load too: bn3d's state has no tensors to insist on
+        array = np.asarray(value)
     if array.dtype.kind not in "biuf":
         return None, (f'While copying the parameter named "{name}", expected torch.Tensor or '
                       f"Tensor-like object from checkpoint but received {type(value)}")
@@ -571,8 +578,8 @@ def _loadable(name: str, value: Any, target: np.ndarray) -> tuple[Any, str | Non
         array = array[0]
     if array.shape != target.shape:
         return None, (f"size mismatch for {name}: copying a param with shape "
-                      f"{_torch_size(array.shape)} from checkpoint, the shape in current model "
-                      f"is {_torch_size(target.shape)}.")
+                      f"{_torch.size(array.shape)} from checkpoint, the shape in current model "
+                      f"is {_torch.size(target.shape)}.")
     return np.array(array, dtype=target.dtype), None
 
 

@@ -178,10 +178,19 @@ def test_float16_input_with_float16_parameters_updates_them_in_float16():
     assert np.all(running_mean != 0)
 
 
+@pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("rank", [0, 1])
-def test_rank_below_two_is_rejected(rank):
-    with pytest.raises(ValueError, match="at least 2 dimensions"):
-        batch_norm(np.ones((3,) * rank, F32), None, None, training=True)
+def test_rank_below_two_is_rejected_as_torch_rejects_it(rank, training):
+    x = np.ones((3,) * rank, F32)
+    for running in ((None, None), stats()):
+        with pytest.raises((IndexError, RuntimeError)) as ours:
+            batch_norm(x, *running, training=training)
+        torch = pytest.importorskip("torch")
+        with pytest.raises((IndexError, RuntimeError)) as theirs:
+            torch.nn.functional.batch_norm(
+                torch.from_numpy(x), *[None if s is None else torch.from_numpy(s)
+                                       for s in running], training=training)
+        assert (type(ours.value), str(ours.value)) == (type(theirs.value), str(theirs.value))
 
 
 def test_out_must_match_shape_and_dtype():
@@ -213,12 +222,24 @@ class DLPackOnly:
         return self._array.__dlpack_device__()
 
 
-@pytest.mark.parametrize("wrap", [ArrayInterfaceOnly, DLPackOnly, lambda a: a.tolist()],
-                         ids=["__array__", "__dlpack__", "list"])
-def test_array_likes_are_accepted(wrap):
-    x = x5(dtype=np.float64)
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+@pytest.mark.parametrize("wrap", [ArrayInterfaceOnly, DLPackOnly, np.asmatrix],
+                         ids=["__array__", "__dlpack__", "matrix"])
+def test_array_objects_are_accepted(wrap):
+    x = x5((4, 3), dtype=np.float64)
     expected = batch_norm(x, None, None, training=True)
     np.testing.assert_array_equal(batch_norm(wrap(x), None, None, training=True), expected)
+
+
+@pytest.mark.parametrize("argument", ["input", "running_mean", "running_var", "weight", "bias"])
+def test_lists_are_refused_as_torch_refuses_them(argument):
+    arguments = {"input": x5(), "running_mean": np.zeros(3, F32),
+                 "running_var": np.ones(3, F32), "weight": None, "bias": None}
+    arguments[argument] = [0.0, 1.0, 2.0]
+    position = {"input": 1, "weight": 2, "bias": 3, "running_mean": 4, "running_var": 5}
+    with pytest.raises(TypeError, match=rf"^batch_norm\(\): argument '{argument}' "
+                       rf"\(position {position[argument]}\) must be Tensor, not list$"):
+        batch_norm(training=False, **arguments)
 
 
 def test_torch_tensors_are_accepted_and_results_match_torch():

@@ -1,0 +1,1 @@
+"""Each framework's words (version, type names, error messages), one module each."""

@@ -1,0 +1,427 @@
+"""Dialect-neutral batch normalisation on numpy arrays, between the dialects and the kernels.
+
+The dialects (:mod:`bn3d.functional` for PyTorch, :mod:`bn3d.mindspore_nn` for
+MindSpore) check their arguments in their framework's order and with its
+messages, then call this module. It sees the data as ``(N, C, L)``, chooses the
+compute dtype, validates every array it will write before anything is written,
+calls :mod:`bn3d._kernels` and updates running statistics. Its own errors are
+bn3d's, not a framework's: they concern what no framework allows either
+(read-only or overlapping outputs).
+
+Rules every call follows:
+
+- **A call that raises changes nothing.** Every array that will be written (the
+  output, the running statistics) is checked for shape, dtype, writability and
+  overlap before the first write.
+- **Overlap.** ``out`` may be the input itself (exactly: same memory, shape and
+  strides); an ``out`` that overlaps any array the call reads in another way is
+  written through a temporary, so the result is as if it did not overlap. A
+  running statistic that is updated must not share memory with any other
+  argument: that is refused, as two results cannot both be right in one place.
+- **Non-finite data** propagate as in PyTorch: an inf or NaN in a channel's batch
+  makes that channel's statistics inf or NaN (its mean ``+inf`` for ``+inf``
+  data) and its output NaN; other channels are untouched.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from . import _kernels
+from ._cache import configure_streaming
+from ._threads import threads_for
+
+__all__ = [
+    "BFLOAT16",
+    "BatchStats",
+    "FLOAT_DTYPES",
+    "OverlapError",
+    "backward",
+    "batch_stats",
+    "check_writable",
+    "compute_dtype",
+    "forward_eval",
+    "forward_train",
+    "inverse_std",
+    "shape_ncl",
+    "to_array",
+    "update_running_stats",
+]
+
+Array = np.ndarray
+
+try:  # bfloat16 lives in numpy only through ml_dtypes (JAX's and TensorFlow's dtypes)
+    import ml_dtypes
+
+    BFLOAT16: np.dtype | None = np.dtype(ml_dtypes.bfloat16)
+except ImportError:
+    BFLOAT16 = None
+
+FLOAT16, FLOAT32, FLOAT64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
+FLOAT_DTYPES = tuple(d for d in (FLOAT16, BFLOAT16, FLOAT32, FLOAT64) if d is not None)
+_KERNEL_DTYPES = (FLOAT32, FLOAT64)
+
+configure_streaming()
+
+
+class OverlapError(ValueError):
+    """Two arrays a call writes (or one it writes and one it reads) share memory."""
+
+
+class BatchStats(NamedTuple):
+    """Per-channel statistics of a batch, all float64 arrays of shape (C,)."""
+
+    mean: Array
+    """The batch mean."""
+    invstd: Array
+    """``1 / sqrt(biased variance + eps)``."""
+    var: Array
+    """The unbiased variance (``sum((x - mean)**2) / (n - 1)``)."""
+
+
+# -- arrays ---------------------------------------------------------------------------------
+
+
+def _torch_bfloat16_bits(obj: Any) -> Array | None:
+    """The bfloat16 values of a torch tensor, as an ml_dtypes array sharing its memory."""
+    if type(obj).__module__.startswith("torch") and str(getattr(obj, "dtype", "")) == \
+            "torch.bfloat16":
+        import torch  # already imported: obj is one of its tensors
+
+        bits = obj.detach().view(torch.int16).numpy()
+        if BFLOAT16 is None:
+            raise TypeError("bfloat16 tensors need the ml_dtypes package, which holds "
+                            "bfloat16 in numpy: pip install ml-dtypes")
+        return bits.view(BFLOAT16)
+    return None
+
+
+def to_array(obj: Any) -> Array | None:
+    """``obj`` as a numpy array if it is a tensor of this world, else None.
+
+    Tensors are numpy arrays, and objects with ``__array__`` or ``__dlpack__``
+    (a CPU torch tensor, a JAX or MindSpore array; a torch tensor that requires
+    grad is read by value). The result shares memory with ``obj`` where the
+    object allows it. An ndarray subclass (``numpy.matrix``) is seen as a plain
+    ndarray; a masked array is refused, as its masked values would be used.
+    Lists, tuples and scalars are not tensors.
+
+    Parameters
+    ----------
+    obj : object
+
+    Returns
+    -------
+    numpy.ndarray or None
+
+    Raises
+    ------
+    TypeError
+        For a masked array, or a bfloat16 torch tensor without ml_dtypes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bn3d._core import to_array
+    >>> to_array(np.ones((1, 2))).shape, to_array([1.0, 2.0])
+    ((1, 2), None)
+    """
+    if type(obj) is np.ndarray:
+        return obj
+    if isinstance(obj, np.ma.MaskedArray):
+        raise TypeError("masked arrays are not supported: their masked values would be "
+                        "normalised too; fill them first (numpy.ma.filled)")
+    if isinstance(obj, np.ndarray):
+        return obj.view(np.ndarray)
+    bfloat16 = _torch_bfloat16_bits(obj)
+    if bfloat16 is not None:
+        return bfloat16
+    if getattr(obj, "requires_grad", False) and hasattr(obj, "detach"):
+        obj = obj.detach()  # a torch tensor in an autograd graph: its values
+    if hasattr(obj, "__array__"):
+        return np.asarray(obj)
+    if hasattr(obj, "__dlpack__"):
+        return np.from_dlpack(obj)
+    return None
+
+
+def compute_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype the kernels compute data of ``dtype`` in: float16 and bfloat16 in float32.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bn3d._core import compute_dtype
+    >>> compute_dtype(np.dtype(np.float16))
+    dtype('float32')
+    """
+    dtype = dtype.newbyteorder("=")
+    return dtype if dtype in _KERNEL_DTYPES else FLOAT32
+
+
+def shape_ncl(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """``(N, C, *)`` as ``(N, C, L)``.
+
+    Examples
+    --------
+    >>> from bn3d._core import shape_ncl
+    >>> shape_ncl((2, 3, 4, 5, 6))
+    (2, 3, 120)
+    """
+    return shape[0], shape[1], math.prod(shape[2:])
+
+
+def _as_ncl(x: Array, dtype: np.dtype) -> Array:
+    """``x`` as an (N, C, L) array of ``dtype`` with unit stride along L: a view where
+    the strides allow it, else a copy."""
+    view = x.astype(dtype, copy=False).reshape(shape_ncl(x.shape))
+    if view.shape[2] > 1 and view.strides[2] != view.itemsize:
+        view = np.ascontiguousarray(view)
+    return view
+
+
+def _per_channel(array: Array | None, channels: int, default: float) -> Array:
+    """A per-channel parameter as a contiguous float64 array; ``default`` where it is None."""
+    if array is None:
+        return np.full(channels, default)
+    return np.ascontiguousarray(array, dtype=FLOAT64).reshape(channels)
+
+
+def check_writable(array: Array, name: str) -> None:
+    """Raise ValueError if ``array`` is read-only."""
+    if not array.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+
+
+def _shares_memory(a: Array, b: Array) -> bool:
+    return np.may_share_memory(a, b) and np.shares_memory(a, b)
+
+
+def _same_memory(a: Array, b: Array) -> bool:
+    """Whether ``a`` and ``b`` view the same elements in the same way."""
+    return (a.shape == b.shape and a.dtype == b.dtype and a.strides == b.strides
+            and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
+
+
+def check_separate(updated: dict[str, Array], others: dict[str, Array | None]) -> None:
+    """Refuse arrays updated in place (running statistics) that share memory with each
+    other or with any other argument of the call."""
+    names = list(updated)
+    for i, name in enumerate(names):
+        rivals = {**{n: updated[n] for n in names[i + 1:]}, **others}
+        for other_name, other in rivals.items():
+            if other is not None and _shares_memory(updated[name], other):
+                raise OverlapError(f"{name} shares memory with {other_name}: an array updated "
+                                   "in place must not overlap any other argument")
+
+
+def check_out(out: Any, shape: tuple[int, ...], dtype: np.dtype) -> Array:
+    """``out`` as an array the result of ``shape`` and ``dtype`` can be written into."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != shape or out.dtype != dtype:
+        raise ValueError(f"out must have the result's shape {shape} and dtype {dtype}, "
+                         f"got shape {out.shape} and dtype {out.dtype}")
+    check_writable(out, "out")
+    if not out.flags.c_contiguous:
+        raise ValueError("out must be C-contiguous")
+    return out
+
+
+class _Destination:
+    """Where a kernel writes a result of the input's shape: straight into the array
+    handed back, or into a temporary copied there afterwards (a float16 or bfloat16
+    result, or an ``out`` that overlaps in another way what the kernel reads)."""
+
+    def __init__(self, result: Array, compute: np.dtype, reads: Iterable[Array]) -> None:
+        self.result = result
+        view = result.view(np.ndarray).reshape(shape_ncl(result.shape))
+        direct = view.dtype == compute and not any(
+            np.may_share_memory(view, read) and not _same_memory(view, read) for read in reads)
+        self._copy_back = not direct
+        self.target = view if direct else np.empty(view.shape, compute)
+
+    def finish(self) -> Array:
+        """The result, once the kernel has written the target."""
+        if self._copy_back:
+            np.copyto(self.result.view(np.ndarray).reshape(self.target.shape), self.target,
+                      casting="unsafe")
+        return self.result
+
+
+def _check_channels(channels: int, arrays: dict[str, Array | None]) -> None:
+    for name, array in arrays.items():
+        if array is not None and array.size != channels:
+            raise ValueError(f"{name} should contain {channels} elements, not {array.size}")
+
+
+# -- calls ----------------------------------------------------------------------------------
+
+
+def batch_norm(
+    x: Array,
+    weight: Array | None,
+    bias: Array | None,
+    eps: float,
+    *,
+    use_batch_stats: bool,
+    running_mean: Array | None = None,
+    running_var: Array | None = None,
+    momentum: float | None = None,
+    out: Array | None = None,
+) -> tuple[Array, Array, Array]:
+    """Normalise ``x`` of shape (N, C, *) per channel; update running statistics.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        float16, bfloat16, float32 or float64, in any byte order and strides.
+    weight, bias : numpy.ndarray of C elements or None
+        Ones and zeros where None.
+    eps : float
+        Added to the variance.
+    use_batch_stats : bool
+        Normalise with the batch's mean and biased variance (and update the running
+        statistics, if given, with weight ``momentum`` unless it is None); else
+        with ``running_mean`` and ``running_var``.
+    running_mean, running_var : numpy.ndarray of C elements or None
+        Updated in place as ``r = (1 - momentum) * r + momentum * batch`` with the
+        unbiased batch variance, unless the batch is empty.
+    momentum : float or None
+        The batch's weight in the update; None updates nothing.
+    out : numpy.ndarray, optional
+        A C-contiguous array of the result's shape and dtype.
+
+    Returns
+    -------
+    output : numpy.ndarray
+        In ``x``'s dtype, in the machine's byte order.
+    mean, invstd : numpy.ndarray
+        float64 (C,): the statistics that normalised.
+
+    Raises
+    ------
+    ValueError
+        For the wrong number of per-channel values, a read-only array that would be
+        written, or an ``out`` of the wrong shape or dtype.
+    OverlapError
+        If a running statistic to update shares memory with another argument.
+    """
+    channels = x.shape[1]
+    update = use_batch_stats and momentum is not None and running_mean is not None
+    _check_channels(channels, {"running_mean": running_mean, "running_var": running_var,
+                               "weight": weight, "bias": bias})
+    if update:
+        check_writable(running_mean, "running_mean")
+        check_writable(running_var, "running_var")
+        check_separate({"running_mean": running_mean, "running_var": running_var},
+                       {"input": x, "weight": weight, "bias": bias, "out": out})
+    dtype = x.dtype.newbyteorder("=")
+    result = np.empty(x.shape, dtype) if out is None else check_out(out, x.shape, dtype)
+    compute = compute_dtype(dtype)
+    x_ncl = _as_ncl(x, compute)
+    weight64 = _per_channel(weight, channels, 1.0)
+    bias64 = _per_channel(bias, channels, 0.0)
+    invstd = np.empty(channels)
+    threads = threads_for(x.size)
+    if use_batch_stats:
+        destination = _Destination(result, compute, (x_ncl, weight64, bias64))
+        mean, var_unbiased = np.empty(channels), np.empty(channels)
+        _kernels.train_forward(x_ncl, destination.target, weight64, bias64, eps, mean, invstd,
+                               var_unbiased, threads)
+        if update and x.size > 0:
+            update_running_stats(running_mean, running_var, mean, var_unbiased, momentum)
+    else:
+        mean = _per_channel(running_mean, channels, 0.0)
+        var = _per_channel(running_var, channels, 1.0)
+        destination = _Destination(result, compute, (x_ncl, weight64, bias64, mean, var))
+        _kernels.eval_forward(x_ncl, destination.target, mean, var, weight64, bias64, eps,
+                              invstd, threads)
+        mean = mean.copy()  # not a view of running_mean: the caller may keep it
+    return destination.finish(), mean, invstd
+
+
+def update_running_stats(running_mean: Array, running_var: Array, mean: Array,
+                         var_unbiased: Array, momentum: float) -> None:
+    """``r = (1 - momentum) * r + momentum * batch`` in float64, stored in the
+    statistics' own dtype."""
+    new_mean = np.array(running_mean, dtype=FLOAT64).reshape(-1)
+    new_var = np.array(running_var, dtype=FLOAT64).reshape(-1)
+    _kernels.update_running_stats(new_mean, new_var, mean, var_unbiased, momentum)
+    np.copyto(running_mean, new_mean.reshape(running_mean.shape), casting="unsafe")
+    np.copyto(running_var, new_var.reshape(running_var.shape), casting="unsafe")
+
+
+def batch_stats(x: Array, eps: float) -> BatchStats:
+    """Per-channel batch statistics of ``x`` (N, C, *), bitwise those a training
+    :func:`batch_norm` normalises with."""
+    channels = x.shape[1]
+    stats = BatchStats(np.empty(channels), np.empty(channels), np.empty(channels))
+    x_ncl = _as_ncl(x, compute_dtype(x.dtype))
+    _kernels.batch_stats(x_ncl, eps, stats.mean, stats.invstd, stats.var, threads_for(x.size))
+    return stats
+
+
+def inverse_std(var: Array, eps: float) -> Array:
+    """``1 / sqrt(var + eps)`` in float64, as the kernels compute it."""
+    invstd = np.empty(var.size)
+    _kernels.inverse_std(_per_channel(var, var.size, 1.0), eps, invstd)
+    return invstd
+
+
+def batch_norm_backward(
+    grad_output: Array,
+    x: Array,
+    weight: Array | None,
+    save_mean: Array,
+    save_invstd: Array,
+    *,
+    use_batch_stats: bool,
+) -> tuple[Array, Array, Array]:
+    """Gradients of :func:`batch_norm` with respect to ``x``, weight and bias.
+
+    With ``xhat = (x - mean) * invstd`` and ``n`` values per channel: through batch
+    statistics ``grad_input = w * invstd / n * (n * g - sum(g) - xhat * sum(g * xhat))``,
+    through fixed ones ``grad_input = g * w * invstd``; in both ``grad_weight =
+    sum(g * xhat)``, ``grad_bias = sum(g)``.
+
+    Parameters
+    ----------
+    grad_output, x : numpy.ndarray
+        Of one shape (N, C, *) and one dtype.
+    weight : numpy.ndarray of C elements or None
+    save_mean, save_invstd : numpy.ndarray of C elements
+        The mean and ``1 / sqrt(var + eps)`` that normalised.
+    use_batch_stats : bool
+        Whether they were the batch's.
+
+    Returns
+    -------
+    grad_input : numpy.ndarray
+        In ``x``'s dtype.
+    grad_weight, grad_bias : numpy.ndarray
+        float64, shape (C,).
+    """
+    channels = x.shape[1]
+    if grad_output.shape != x.shape:
+        raise ValueError(f"grad_output has shape {grad_output.shape}, but the input has shape "
+                         f"{x.shape}")
+    _check_channels(channels, {"weight": weight, "save_mean": save_mean,
+                               "save_invstd": save_invstd})
+    dtype = x.dtype.newbyteorder("=")
+    compute = compute_dtype(dtype)
+    x_ncl = _as_ncl(x, compute)
+    g_ncl = _as_ncl(grad_output, compute)
+    weight64 = _per_channel(weight, channels, 1.0)
+    mean64 = _per_channel(save_mean, channels, 0.0)
+    invstd64 = _per_channel(save_invstd, channels, 1.0)
+    destination = _Destination(np.empty(x.shape, dtype), compute, ())
+    grad_weight, grad_bias = np.empty(channels), np.empty(channels)
+    kernel = _kernels.train_backward if use_batch_stats else _kernels.eval_backward
+    kernel(g_ncl, x_ncl, destination.target, mean64, invstd64, weight64, grad_weight,
+           grad_bias, threads_for(x.size))
+    return destination.finish(), grad_weight, grad_bias
