@@ -96,7 +96,8 @@ def _check_parameters(
         raise ValueError("running_mean and running_var must either both be None or neither "
                          "be None")
     if x.dtype.newbyteorder("=") not in _core.FLOAT_DTYPES:
-        raise NotImplementedError(f"\"batch_norm\" not implemented for '{_torch.type_name(x.dtype)}'")
+        raise NotImplementedError(
+            f"\"batch_norm\" not implemented for '{_torch.type_name(x.dtype)}'")
     # torch's order for the dtype rule: weight, bias, running_mean, running_var.
     defined = [checked[name] for name in ("weight", "bias", "running_mean", "running_var")
                if checked.get(name) is not None]
@@ -203,7 +204,8 @@ def _parse(input: Any, weight: Any, bias: Any, running_mean: Any, running_var: A
               (("weight", weight), ("bias", bias), ("running_mean", running_mean),
                ("running_var", running_var))}
     return (x, arrays, _torch.bool_argument(training, function, "training"),
-            _torch.float_argument(momentum, function, "momentum"), _torch.float_argument(eps, function, "eps"))
+            _torch.float_argument(momentum, function, "momentum"),
+            _torch.float_argument(eps, function, "eps"))
 
 
 def _normalise(x: Array, arrays: dict[str, Array | None], training: bool, momentum: float,
@@ -312,12 +314,30 @@ def batch_norm(
     x, arrays, training, momentum, eps = _parse(input, weight, bias, running_mean, running_var,
                                                 training, momentum, eps, "batch_norm")
     if x.size == 0:  # torch.batch_norm returns at once, whatever the other arguments
+        _check_empty_affine(x, arrays["weight"], arrays["bias"])
         result = np.empty(x.shape, x.dtype.newbyteorder("=")) if out is None else \
             _core.check_out(out, x.shape, x.dtype.newbyteorder("="))
         empty = np.full(x.shape[1] if x.ndim >= 2 else 0, np.nan)
         return (result, empty, empty.copy()) if return_stats else result
     output = _normalise(x, arrays, training, momentum, eps, out)
     return output if return_stats else output[0]
+
+
+def _check_empty_affine(x: Array, weight: Array | None, bias: Array | None) -> None:
+    """torch.batch_norm returns ``input * weight[0] + bias[0]`` for an empty input: its
+    errors for a weight or bias with no first row, or one that does not broadcast."""
+    for array in (weight, bias):
+        if array is None:
+            continue
+        if array.ndim == 0:
+            raise IndexError("invalid index of a 0-dim tensor. Use `tensor.item()` in Python or "
+                             "`tensor.item<T>()` in C++ to convert a 0-dim tensor to a number")
+        if array.shape[0] == 0:
+            raise IndexError(f"select(): index 0 out of range for tensor of size "
+                             f"[{', '.join(map(str, array.shape))}] at dimension 0")
+        error = _torch.broadcast_error(x.shape, array.shape[1:])
+        if error is not None:
+            raise error
 
 
 def _shape_of(value: Any) -> tuple[int, ...] | None:

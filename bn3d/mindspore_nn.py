@@ -41,6 +41,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from . import _core
 from ._call_state import CallState
 from ._mindspore_init import (
     Constant,
@@ -55,7 +56,6 @@ from ._mindspore_init import (
     set_seed,
 )
 from ._mindspore_parameter import Parameter, tensor_data, type_name
-from . import _core
 
 __all__ = [
     "BatchNorm3d",
@@ -337,8 +337,8 @@ class _BatchNorm2d:
             momentum=self._primitive_momentum if updates else None)
         record = _CallRecord(
             input=x, gamma=arrays["scale"].copy(), gamma_dtype=self._gamma.dtype,
-            beta_dtype=self._beta.dtype, used_batch_statistics=uses_batch, epsilon=epsilon, save_mean=save_mean,
-            save_invstd=save_invstd,
+            beta_dtype=self._beta.dtype, used_batch_statistics=uses_batch, epsilon=epsilon,
+            save_mean=save_mean, save_invstd=save_invstd,
         )
         return output, record
 

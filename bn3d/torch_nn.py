@@ -33,9 +33,9 @@ from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
+from . import _core
 from ._call_state import CallState
 from ._compat import torch as _torch
-from . import _core
 from ._core import check_writable
 from .functional import batch_norm, batch_norm_backward
 

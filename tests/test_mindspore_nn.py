@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from conftest import max_relative_error, reference_batch_norm
 
-import bn3d.mindspore_nn as msnn
 from bn3d.mindspore_nn import (
     BatchNorm3d,
     Constant,

@@ -19,6 +19,7 @@ __all__ = [
     "VERSION",
     "argument_type_error",
     "bool_argument",
+    "broadcast_error",
     "float_argument",
     "size",
     "tensor_argument",
@@ -157,3 +158,23 @@ def bool_argument(value: Any, function: str, name: str) -> bool:
     if type(value) is not bool:
         raise argument_type_error(function, name, _POSITIONS[function][name], "bool", value)
     return value
+
+
+def broadcast_error(first: tuple[int, ...], second: tuple[int, ...]) -> RuntimeError | None:
+    """torch's error for tensors of shapes ``first`` and ``second`` that do not broadcast,
+    or None if they do.
+
+    Examples
+    --------
+    >>> from bn3d._compat.torch import broadcast_error
+    >>> str(broadcast_error((0, 2, 3), (2,)))
+    'The size of tensor a (3) must match the size of tensor b (2) at non-singleton dimension 2'
+    """
+    ndim = max(len(first), len(second))
+    for offset in range(1, ndim + 1):
+        a = first[-offset] if offset <= len(first) else 1
+        b = second[-offset] if offset <= len(second) else 1
+        if a != b and a != 1 and b != 1:
+            return RuntimeError(f"The size of tensor a ({a}) must match the size of tensor b "
+                                f"({b}) at non-singleton dimension {ndim - offset}")
+    return None
