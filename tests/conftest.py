@@ -7,6 +7,9 @@ import sys
 import numpy as np
 import pytest
 
+# The property suite runs in a subprocess of its own (tests/test_property_suite.py).
+collect_ignore = ["properties"]
+
 
 def reduce_axes(ndim: int) -> tuple[int, ...]:
     return (0,) + tuple(range(2, ndim))
