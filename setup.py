@@ -4,6 +4,12 @@ OpenMP support is detected by compiling and linking a small test program with
 ``-fopenmp``; where that fails the extension is built without it and runs
 serially (``bn3d.openmp_enabled()`` then returns False). Set
 ``BN3D_DISABLE_OPENMP=1`` to force a serial build.
+
+``BN3D_SANITIZE=address,undefined`` builds the kernels with those sanitizers
+(AddressSanitizer, UndefinedBehaviorSanitizer; any list ``-fsanitize=`` takes),
+any report being fatal. Python itself is not instrumented, so the sanitizer's
+runtime must be preloaded: ``LD_PRELOAD=$(gcc -print-file-name=libasan.so)``
+(``.ci/run`` shows how).
 """
 
 import os
@@ -17,6 +23,15 @@ from setuptools.command.build_ext import build_ext
 
 OPENMP_FLAGS = ["-fopenmp"]
 OPTIMISATION_FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-Wno-psabi"]
+
+
+def sanitizer_flags() -> list[str]:
+    """The flags of the sanitizers named in ``BN3D_SANITIZE`` (none when it is unset)."""
+    sanitizers = os.environ.get("BN3D_SANITIZE", "").strip()
+    if not sanitizers:
+        return []
+    return [f"-fsanitize={sanitizers}", f"-fno-sanitize-recover={sanitizers}",
+            "-fno-omit-frame-pointer", "-g"]
 
 
 def openmp_supported(compiler) -> bool:
@@ -49,8 +64,8 @@ class BuildExtWithOpenMP(build_ext):
     """``build_ext`` that adds OpenMP flags when the compiler supports them."""
 
     def build_extensions(self):
-        flags = list(OPTIMISATION_FLAGS)
-        link_flags = []
+        flags = OPTIMISATION_FLAGS + sanitizer_flags()
+        link_flags = sanitizer_flags()
         if openmp_supported(self.compiler):
             flags += OPENMP_FLAGS
             link_flags += OPENMP_FLAGS
