@@ -74,14 +74,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import gc
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -97,17 +94,7 @@ from peers import (  # noqa: E402
     OPERATIONS,
     SHAPES,
     Case,
-    Implementation,
-    backward_has_out,
     bn3d_operations,
-    first_array,
-    first_array_ndhwc,
-    floor_operations,
-    import_optional,
-    jax_operations,
-    numpy_operations,
-    onnxruntime_operations,
-    onnxruntime_training_mode,
     set_threads,
     torch_operations,
     versions,
@@ -117,14 +104,9 @@ from summary import results_document  # noqa: E402
 from targets import TARGET_THREADS  # noqa: E402
 from timing import (  # noqa: E402
     STEADY_MALLOC,
-    extra_memory,
     interleaved_times,
-    page_faults_per_call,
     steady_allocator_environment,
-    timed_rounds,
 )
-
-import bn3d  # noqa: E402
 
 # floor.py imports these from here.
 __all__ = ["SHAPES", "STEADY_MALLOC", "Case", "bn3d_operations", "interleaved_times",
@@ -132,198 +114,9 @@ __all__ = ["SHAPES", "STEADY_MALLOC", "Case", "bn3d_operations", "interleaved_ti
 
 PEER_LIBRARIES = ["torch", "onnxruntime", "jax", "numpy", "floor"]
 JAX_THREADS = ("NPROC=<threads> in each worker's environment: jaxlib sizes XLA's CPU "
-               "thread pool from it when its client starts")
-
-
-# -- a worker: every case at one thread count -------------------------------------------------
-
-
-class Libraries:
-    """The peers this worker may use (None where not installed or skipped), and why not."""
-
-    def __init__(self, skip: list[str], threads: int):
-        self.notes: dict[str, str] = {}
-        self.torch = self._load("torch", skip, ["torch", "torch_cl"])
-        self.onnxruntime = self._load("onnxruntime", skip, ["onnxruntime"])
-        self.onnx = None if self.onnxruntime is None else self._load("onnx", skip,
-                                                                     ["onnxruntime"])
-        self.jax = self._load("jax", skip, ["jax", "jax_cl"])
-        self.numpy = "numpy" not in skip
-        if not self.numpy:
-            self.notes["numpy"] = "skipped"
-        self.training_mode: dict[str, object] | None = None
-        if self.onnxruntime is not None and self.onnx is not None:
-            self.training_mode = onnxruntime_training_mode(self.onnxruntime, self.onnx)
-            self.notes["onnxruntime"] = (
-                f"{self.training_mode['note']}; a session with intra_op_num_threads = threads; "
-                "contiguous NCDHW only")
-            self.notes["onnxruntime/backward"] = "no backward (an inference session)"
-            self.notes["onnxruntime/forward_backward"] = "no backward (an inference session)"
-            if not self.training_mode["batch_statistics"]:
-                self.notes["onnxruntime/train_forward"] = self.training_mode["note"]
-        if self.jax is not None:
-            note = (f"NPROC={os.environ.get('NPROC', 'unset')} in this worker ({JAX_THREADS}); "
-                    "see cpu_per_wall for the cores it kept busy")
-            self.notes["jax"] = self.notes["jax_cl"] = note
-        if not backward_has_out():
-            self.notes["bn3d_out/backward"] = (
-                f"bn3d {bn3d.__version__}: batch_norm_backward has no out=")
-        self.floors, self._floor_directory = self._build_floors(skip)
-        set_threads(threads, self.torch)
-
-    def _load(self, name: str, skip: list[str], implementations: list[str]) -> Any:
-        module = None if name in skip else import_optional(name)
-        if module is None:
-            reason = "skipped" if name in skip else f"{name} is not installed"
-            for implementation in implementations:
-                self.notes.setdefault(implementation, reason)
-        return module
-
-    def _build_floors(self, skip: list[str]) -> tuple[Any, str | None]:
-        names = ["floor_by_channel", "floor_two_sweeps"]
-        if "floor" in skip:
-            self.notes.update(dict.fromkeys(names, "skipped"))
-            return None, None
-        directory = tempfile.mkdtemp(prefix="bn3d-floor-")
-        try:
-            import floor
-
-            return floor.build(Path(directory)), directory
-        except Exception as error:  # noqa: BLE001 - no compiler, or it failed: no floor
-            shutil.rmtree(directory, ignore_errors=True)
-            self.notes.update(dict.fromkeys(names, f"floor.c not built: {error}"))
-            return None, None
-
-    def close(self) -> None:
-        if self._floor_directory:
-            shutil.rmtree(self._floor_directory, ignore_errors=True)
-
-
-def implementations(case: Case, libraries: Libraries, threads: int,
-                    layouts: list[str]) -> dict[str, Implementation]:
-    """Every implementation available for ``case``, by name."""
-    found: dict[str, Implementation] = {}
-
-    def add(name: str, operations: dict, main_output=first_array) -> None:
-        found[name] = Implementation(name, operations, main_output)
-
-    if "contiguous" in layouts:
-        add("bn3d", bn3d_operations(case))
-        add("bn3d_out", bn3d_operations(case, out=True))
-        if libraries.torch is not None:
-            add("torch", torch_operations(case, libraries.torch))
-        if libraries.training_mode is not None:
-            add("onnxruntime", onnxruntime_operations(
-                case, libraries.onnxruntime, libraries.onnx, threads,
-                bool(libraries.training_mode["batch_statistics"])))
-        if libraries.jax is not None:
-            add("jax", jax_operations(case, libraries.jax))
-        if libraries.numpy:
-            add("numpy", numpy_operations(case))
-        if libraries.floors is not None:
-            for name, operations in floor_operations(case, libraries.floors, threads).items():
-                add(name, operations, None)
-    if "channels_last" in layouts:
-        add("bn3d_cl", bn3d_operations(case, "channels_last"))
-        if libraries.torch is not None:
-            add("torch_cl", torch_operations(case, libraries.torch, "channels_last"))
-        if libraries.jax is not None:
-            add("jax_cl", jax_operations(case, libraries.jax, "channels_last"), first_array_ndhwc)
-    return found
-
-
-def reference_outputs(case: Case) -> dict[str, np.ndarray]:
-    """bn3d's main output of every operation (contiguous), that the others are compared with."""
-    operations = bn3d_operations(case)
-    return {operation: first_array(call()) for operation, call in operations.items()}
-
-
-def max_abs_difference(output: np.ndarray, reference: np.ndarray) -> float:
-    """The largest absolute difference between an output and bn3d's."""
-    return float(np.max(np.abs(output - reference)))
-
-
-def measure_case(case: Case, operation: str, found: dict[str, Implementation],
-                 reference: np.ndarray, options: argparse.Namespace) -> dict[str, Any]:
-    """One case's raw row: every implementation's times, faults, CPU use, output check."""
-    calls = {name: implementation.operations[operation]
-             for name, implementation in found.items() if operation in implementation.operations}
-    differences = {}
-    for name, call in calls.items():  # also the first call: JAX compiles, onnxruntime plans
-        main_output = found[name].main_output
-        result = call()
-        differences[name] = (None if main_output is None
-                             else max_abs_difference(main_output(result), reference))
-        del result
-    timing = timed_rounds(calls, options.repeat, options.rounds,
-                          warmup_seconds=options.warmup_seconds,
-                          min_round_seconds=options.min_round_seconds,
-                          load_limit=options.load_limit, max_retries=options.max_retries)
-    return {
-        "shape": list(case.shape), "threads": options.threads[0], "operation": operation,
-        "times": timing.times, "cpu_per_wall": timing.cpu_per_wall,
-        "page_faults": {name: page_faults_per_call(call) for name, call in calls.items()},
-        "max_abs_difference": differences,
-        "rounds": {"limit_cores": options.load_limit,
-                   "kept": [record.as_json() for record in timing.kept],
-                   "set_aside": [record.as_json() for record in timing.set_aside]},
-    }
-
-
-def bandwidth_row(case: Case, options: argparse.Namespace) -> dict[str, Any]:
-    """numpy copy against a training forward into a preallocated ``out``, in turns."""
-    copy_destination, out = np.empty_like(case.x), np.empty_like(case.x)
-    timing = timed_rounds({
-        "copy": lambda: np.copyto(copy_destination, case.x),
-        "out": lambda: bn3d.batch_norm(case.x, case.running_mean, case.running_var,
-                                       case.weight, case.bias, training=True, eps=1e-5, out=out),
-    }, options.repeat, options.rounds, warmup_seconds=options.warmup_seconds,
-        min_round_seconds=options.min_round_seconds, load_limit=options.load_limit,
-        max_retries=options.max_retries)
-    return {"shape": list(case.shape), "threads": options.threads[0],
-            "bytes": 2 * case.x.nbytes, "times": timing.times}
-
-
-def memory_row(case: Case, layouts: list[str]) -> dict[str, Any]:
-    """Peak bytes bn3d's calls allocate beyond their outputs."""
-    row: dict[str, Any] = {"shape": list(case.shape), "input_bytes": case.x.nbytes}
-    for layout in layouts:
-        operations = bn3d_operations(case, layout)
-        suffix = "" if layout == "contiguous" else "_channels_last"
-        row[f"train_forward{suffix}_extra_bytes"] = extra_memory(operations["train_forward"],
-                                                                 case.x.nbytes)
-        row[f"backward{suffix}_extra_bytes"] = extra_memory(operations["backward"],
-                                                            case.x.nbytes)
-    if "contiguous" not in layouts:  # the old fields, which the documentation reads
-        row["train_forward_extra_bytes"] = row["train_forward_channels_last_extra_bytes"]
-        row["backward_extra_bytes"] = row["backward_channels_last_extra_bytes"]
-    return row
-
-
-def measure(options: argparse.Namespace) -> dict[str, Any]:
-    """One worker's raw results: every shape and operation at ``options.threads[0]`` threads."""
-    threads = options.threads[0]
-    libraries = Libraries(options.skip, threads)
-    rows, bandwidth, memory = [], [], []
-    try:
-        for shape in options.shapes:
-            case = Case(shape)
-            found = implementations(case, libraries, threads, options.layouts)
-            references = reference_outputs(case)
-            for operation in options.operations:
-                rows.append(measure_case(case, operation, found, references[operation], options))
-            if "contiguous" in options.layouts:
-                bandwidth.append(bandwidth_row(case, options))
-            memory.append(memory_row(case, options.layouts))
-            del found, references, case
-            gc.collect()
-    finally:
-        libraries.close()
-    return {"process": options.process, "threads": threads, "rows": rows,
-            "bandwidth": bandwidth, "memory": memory, "notes": libraries.notes}
-
-
-# -- the parent: workers, pooling, report --------------------------------------------------------
+               "thread pool from it when its client starts (XLA_FLAGS' "
+               "--xla_cpu_multi_thread_eigen=false and intra_op_parallelism_threads do not "
+               "limit it)")
 
 
 def machine_description() -> dict[str, object]:
@@ -439,6 +232,8 @@ def main(argv: list[str] | None = None) -> None:
     if not 1 <= options.rounds <= options.repeat or options.processes < 1:
         arguments.error("need 1 <= --rounds <= --repeat and --processes >= 1")
     if options.worker:
+        from worker import measure
+
         print(json.dumps(measure(options)))
         return
     workers = run_workers(options)

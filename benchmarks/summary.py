@@ -168,10 +168,12 @@ def results_document(workers: Sequence[dict[str, Any]], settings: dict[str, Any]
     from targets import evaluate  # beside this file
 
     rows = pool_rows(workers)
-    notes: dict[str, str] = {}
+    found: dict[str, list[str]] = {}
     for worker in workers:
         for name, note in worker["notes"].items():
-            notes.setdefault(name, note)
+            if note not in found.setdefault(name, []):
+                found[name].append(note)
+    notes = {name: " | ".join(texts) for name, texts in found.items()}
     present = {name for row in rows for name in row["seconds"]}
     load = settings["load"]
     return {
