@@ -120,6 +120,7 @@ JAX_THREADS = ("NPROC=<threads> in each worker's environment: jaxlib sizes XLA's
 
 
 def machine_description() -> dict[str, object]:
+    """The CPU model, cores, platform and Python and numpy versions."""
     model = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as cpuinfo:
@@ -171,6 +172,7 @@ def run_workers(options: argparse.Namespace) -> list[dict]:
 
 
 def settings(options: argparse.Namespace) -> dict[str, Any]:
+    """The run's settings, as ``results.json`` records them."""
     return {
         "repeat": options.repeat, "rounds": options.rounds, "processes": options.processes,
         "threads": options.threads, "shapes": [list(shape) for shape in options.shapes],
@@ -195,6 +197,7 @@ def shape_argument(text: str) -> tuple[int, ...]:
 
 
 def parser() -> argparse.ArgumentParser:
+    """The command line of the benchmark (and, with ``--worker``, of its workers)."""
     arguments = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     arguments.add_argument("--repeat", type=int, default=10,
                            help="timed runs per implementation and case in each process")
@@ -225,6 +228,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the workers, pool their results, write ``--output`` and print the report."""
     arguments = parser()
     options = arguments.parse_args(argv)
     if options.no_numpy and "numpy" not in options.skip:

@@ -28,13 +28,19 @@ implementation      layout       calls
 ==================  ===========  ==========================================================
 
 Threads: bn3d ``set_num_threads``, torch ``set_num_threads``, onnxruntime
-``SessionOptions.intra_op_num_threads``, the floors an argument; JAX (jaxlib
-0.10 on CPU) sizes its pool once, when its CPU client starts, from the ``NPROC``
-environment variable (else the CPUs the process may run on), so ``bench.py`` gives
-each worker process one thread count and sets ``NPROC``; ``XLA_FLAGS``'
-``--xla_cpu_multi_thread_eigen=false`` and ``intra_op_parallelism_threads=N`` were
-measured to change nothing there (1.85 cores busy either way). numpy's operations
-here use one thread.
+``SessionOptions.intra_op_num_threads``, the floors an argument, numpy's
+operations here use one thread. JAX has no setting for it: XLA's CPU client sizes
+its thread pool once, when it starts, from the ``NPROC`` environment variable
+(XLA's ``DefaultThreadPoolSize``, an undocumented variable that Google's CI sets),
+else from the CPUs in the process's affinity mask. So ``bench.py`` gives each
+worker process one thread count and sets ``NPROC`` in its environment. Measured
+with jaxlib 0.10.2 on the 2-core machine, a jitted training forward of
+(8,32,32,64,64) kept 1.00 core busy with ``NPROC=1`` (98 ms) and 1.85 cores
+without it or with ``NPROC=2`` (55 ms); ``taskset -c 0`` also gave 1.00 core;
+``XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"``
+(the advice of JAX issues #743 and #1539) and ``OMP_NUM_THREADS=1`` changed nothing
+(1.8 cores). The results' ``cpu_per_wall`` shows the cores each implementation
+kept busy in every case.
 """
 
 from __future__ import annotations

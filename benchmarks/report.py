@@ -58,6 +58,7 @@ def times_table(results: dict[str, Any], threads: int, names: Sequence[str]) -> 
 
 
 def ratio_text(cell: dict[str, Any]) -> str:
+    """A target cell's ratio, ``2.71x`` (``-`` when unmeasured)."""
     return "-" if cell["ratio"] is None else f"{cell['ratio']:.2f}x"
 
 
@@ -101,6 +102,7 @@ def load_text(load: dict[str, Any]) -> str:
 
 
 def bandwidth_table(results: dict[str, Any]) -> str:
+    """numpy copy against bn3d's training forward into ``out=``, in GB/s."""
     lines = []
     for row in results["bandwidth"]:
         copy = row["copy_bytes_per_second"]
@@ -126,6 +128,7 @@ def page_fault_table(results: dict[str, Any]) -> str:
 
 
 def memory_table(results: dict[str, Any]) -> str:
+    """The peak bytes bn3d's calls allocate beyond their outputs, in KiB."""
     lines = [[shape_text(row["shape"]), f"{row['input_bytes'] / 2**20:.1f}",
               f"{row['train_forward_extra_bytes'] / 1024:.1f}",
               f"{row['backward_extra_bytes'] / 1024:.1f}"]

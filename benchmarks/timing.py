@@ -55,6 +55,7 @@ class RoundRecord:
     others_cores: float | None
 
     def as_json(self) -> dict[str, object]:
+        """The record as ``results.json`` stores it."""
         return {"round": self.round, "attempt": self.attempt, "seconds": self.seconds,
                 "others_cores": self.others_cores}
 

@@ -85,6 +85,7 @@ STATUS = {True: ("pass", "\u2714 met"), False: ("fail", "\u2718 not met"),
 
 
 def results_path(app: Sphinx) -> Path:
+    """The results file: ``BN3D_BENCHMARK_RESULTS``, else the configured path."""
     configured = os.environ.get("BN3D_BENCHMARK_RESULTS") or app.config.bn3d_benchmark_results
     return (Path(app.confdir) / configured).resolve()
 
@@ -114,10 +115,12 @@ def predates_peers(data: dict[str, Any]) -> bool:
 
 
 def shape_text(shape: Sequence[int]) -> str:
+    """``(8, 32, 32, 64, 64)``."""
     return "(" + ", ".join(str(size) for size in shape) + ")"
 
 
 def date_text(iso: str) -> str:
+    """An ISO 8601 date as ``02 January 2025, 03:04 UTC`` (as given if it does not parse)."""
     try:
         when = datetime.datetime.fromisoformat(iso)
     except (TypeError, ValueError):
@@ -129,19 +132,18 @@ def date_text(iso: str) -> str:
 
 
 def thread_counts(data: dict[str, Any]) -> list[int]:
+    """The thread counts measured, in increasing order."""
     return sorted({row["threads"] for row in data["rows"]})
 
 
 def shapes(data: dict[str, Any]) -> list[tuple[int, ...]]:
+    """The shapes measured, in the order they were."""
     return list(dict.fromkeys(tuple(row["shape"]) for row in data["rows"]))
 
 
 def rows_by_case(data: dict[str, Any]) -> dict[tuple, dict[str, Any]]:
+    """The rows by ``(shape, operation, threads)``."""
     return {(tuple(r["shape"]), r["operation"], r["threads"]): r for r in data["rows"]}
-
-
-def has_torch(data: dict[str, Any]) -> bool:
-    return any("torch" in row["seconds"] for row in data["rows"])
 
 
 def timing_text(data: dict[str, Any]) -> str:
@@ -187,6 +189,7 @@ def milliseconds_text(row: dict[str, Any], name: str) -> tuple[str, str]:
 
 
 def present(data: dict[str, Any], names: Sequence[str]) -> list[str]:
+    """Those of ``names`` that some row has times for, in the given order."""
     return [name for name in names if any(name in row["seconds"] for row in data["rows"])]
 
 
@@ -451,6 +454,7 @@ def draw_times_plot(data: dict[str, Any], path: Path) -> None:
 
 
 def text_cell(text: str) -> list[nodes.Node]:
+    """A table cell of plain text."""
     return [nodes.Text(text)]
 
 
@@ -463,6 +467,7 @@ def time_cell(median: str, spread: str) -> list[nodes.Node]:
 
 
 def status_cell(met: bool | None, crosses: bool) -> list[nodes.Node]:
+    """Badges: met / not met / unmeasured, and whether the spread crosses the target."""
     kind, text = STATUS[met]
     badges: list[nodes.Node] = [nodes.inline(text, text,
                                              classes=["bn3d-status", f"bn3d-status-{kind}"])]
@@ -473,6 +478,7 @@ def status_cell(met: bool | None, crosses: bool) -> list[nodes.Node]:
 
 
 def predates_note(what: str) -> list[nodes.Node]:
+    """A note that the run predates ``what``, and how to make a new one."""
     return [nodes.note("", paragraph(nodes.Text(
         f"This run predates {what}: rerun "), nodes.literal(text="python benchmarks/bench.py"),
         nodes.Text(" and build the documentation again.")))]
@@ -682,6 +688,7 @@ class BenchmarkDirective(SphinxDirective):
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
+    """Register the directive and its configuration value."""
     app.setup_extension("spec_tables")  # the table helpers and the rebuild-every-time hooks
     app.add_config_value("bn3d_benchmark_results", "../benchmarks/results.json", "env",
                          types=(str,))
