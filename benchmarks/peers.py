@@ -34,9 +34,10 @@ its thread pool once, when it starts, from the ``NPROC`` environment variable
 (XLA's ``DefaultThreadPoolSize``, an undocumented variable that Google's CI sets),
 else from the CPUs in the process's affinity mask. So ``bench.py`` gives each
 worker process one thread count and sets ``NPROC`` in its environment. Measured
-with jaxlib 0.10.2 on the 2-core machine, a jitted training forward of
-(8,32,32,64,64) kept 1.00 core busy with ``NPROC=1`` (98 ms) and 1.85 cores
-without it or with ``NPROC=2`` (55 ms); ``taskset -c 0`` also gave 1.00 core;
+with jaxlib 0.10.2 on the 2-core machine, with no other load, a jitted
+``jnp.mean``/``jnp.var`` normalisation of (8,32,32,64,64) kept 1.00 core busy with
+``NPROC=1`` (98 ms) and 1.85 cores without it or with ``NPROC=2`` (55 ms);
+``taskset -c 0`` also gave 1.00 core;
 ``XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"``
 (the advice of JAX issues #743 and #1539) and ``OMP_NUM_THREADS=1`` changed nothing
 (1.8 cores). The results' ``cpu_per_wall`` shows the cores each implementation
