@@ -79,6 +79,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -158,13 +159,16 @@ def run_workers(options: argparse.Namespace) -> list[dict]:
         for threads in options.threads:
             started = time.perf_counter()
             environment = steady_allocator_environment({"NPROC": str(threads)})
-            result = subprocess.run(
-                [sys.executable, __file__, *worker_arguments(options, process, threads)],
-                capture_output=True, text=True, env=environment)
-            if result.returncode != 0:
-                raise SystemExit(f"worker {process + 1} ({threads} threads) failed:\n"
-                                 f"{result.stderr}")
-            workers.append(json.loads(result.stdout))
+            with tempfile.TemporaryDirectory(prefix="bn3d-bench-") as directory:
+                output = Path(directory) / "worker.json"
+                result = subprocess.run(
+                    [sys.executable, __file__, *worker_arguments(options, process, threads),
+                     "--output", str(output)],
+                    capture_output=True, text=True, env=environment)
+                if result.returncode != 0:
+                    raise SystemExit(f"worker {process + 1} ({threads} threads) failed:\n"
+                                     f"{result.stderr}")
+                workers.append(json.loads(output.read_text()))
             print(f"worker {len(workers)}/{total} (process {process + 1}, {threads} threads): "
                   f"{time.perf_counter() - started:.0f} s, "
                   f"{time.perf_counter() - started_all:.0f} s in all", flush=True)
@@ -221,7 +225,8 @@ def parser() -> argparse.ArgumentParser:
                            help="warm-ups are lengthened so a round lasts this long")
     arguments.add_argument("--warmup-seconds", type=float, default=0.02)
     arguments.add_argument("--output", type=Path,
-                           default=Path(__file__).resolve().parent / "results.json")
+                           default=Path(__file__).resolve().parent / "results.json",
+                           help="the results file (a worker's raw results, with --worker)")
     arguments.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     arguments.add_argument("--process", type=int, default=0, help=argparse.SUPPRESS)
     return arguments
@@ -235,10 +240,10 @@ def main(argv: list[str] | None = None) -> None:
         options.skip.append("numpy")
     if not 1 <= options.rounds <= options.repeat or options.processes < 1:
         arguments.error("need 1 <= --rounds <= --repeat and --processes >= 1")
-    if options.worker:
+    if options.worker:  # its results go to --output, whatever a library prints
         from worker import measure
 
-        print(json.dumps(measure(options)))
+        options.output.write_text(json.dumps(measure(options)))
         return
     workers = run_workers(options)
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

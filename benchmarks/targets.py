@@ -167,6 +167,9 @@ def evaluate_cell(row: dict[str, Any] | None, target: Target,
     note = "; ".join(f"{name}: " + notes.get(f"{name}/{target.operation}",
                                             notes.get(name, "not measured"))
                      for name in missing) if row else "the run did not measure this case"
+    under_load = (row or {}).get("load", {}).get("kept_under_load", 0)
+    if under_load:
+        note = "; ".join(filter(None, [note, f"{under_load} round(s) kept under load"]))
     top, bottom = fastest(seconds, target.numerator), fastest(seconds, target.denominator)
     cell: dict[str, Any] = {
         "target": target.key, "description": target.description, "shape": list(shape),

@@ -346,6 +346,12 @@ def test_a_cell_without_one_side_is_unmeasured_and_says_why():
     assert cell["note"] == "bn3d_out: no out= yet"
 
 
+def test_a_cell_says_when_its_case_kept_rounds_under_load():
+    row = {"seconds": {"bn3d": 1.0, "torch": 3.0}, "load": {"kept_under_load": 2}}
+    target = targets.Target("torch", "", "backward", ("torch",), ("bn3d",), 1.3)
+    assert targets.evaluate_cell(row, target, SMALL)["note"] == "2 round(s) kept under load"
+
+
 def test_evaluate_judges_every_shape_and_the_big_shape_alone_for_out():
     results = synthetic_results()
     cells = results["targets"]["cells"]
