@@ -29,7 +29,7 @@ def table(header: Sequence[str], lines: Sequence[Sequence[str]]) -> str:
 
 
 def milliseconds(spread: dict[str, float] | None, pooled: float | None) -> str:
-    """``12.345 (11.9-13.0)``: the pooled median and the processes' min-max, in ms.
+    """``12.345 (11.900-13.000)``: the pooled median and the processes' min-max, in ms.
 
     Examples
     --------
@@ -153,8 +153,9 @@ def report(results: dict[str, Any]) -> str:
     machine = results["machine"]
     parts = [f"{machine['cpu']}, {machine['cores']} cores, {results['date']}"]
     for threads in results["settings"]["threads"]:
-        parts.append(f"contiguous, {threads} thread(s), ms per call: median (min-max of the "
-                     f"processes' medians)\n" + times_table(results, threads, CONTIGUOUS))
+        parts.append(f"contiguous, {threads} thread(s), ms per call: the median of every run "
+                     f"(the least and greatest of the processes' medians)\n"
+                     + times_table(results, threads, CONTIGUOUS))
         if any(name in row["seconds"] for row in results["rows"] for name in CHANNELS_LAST):
             parts.append(f"channels-last, {threads} thread(s)\n"
                          + times_table(results, threads, CHANNELS_LAST))
