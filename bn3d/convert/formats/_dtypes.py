@@ -71,8 +71,8 @@ def bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
     >>> bfloat16_to_float32(np.array([0x3FC0, 0xC000, 0x7F80], np.uint16))
     array([ 1.5, -2. ,  inf], dtype=float32)
     """
-    widened = np.asarray(bits, dtype="<u2").astype("<u4") << np.uint32(16)
-    return widened.view("<f4")
+    widened = np.left_shift(np.asarray(bits, dtype="<u2"), 16, dtype="<u4")
+    return np.asarray(widened).view("<f4")  # 0-d stays an array, not a numpy scalar
 
 
 def float32_to_bfloat16(values: np.ndarray) -> np.ndarray | None:
@@ -91,7 +91,7 @@ def float32_to_bfloat16(values: np.ndarray) -> np.ndarray | None:
     words = np.asarray(values, dtype="<f4", order="C").view("<u4")
     if np.any(words & np.uint32(0xFFFF)):
         return None
-    return (words >> np.uint32(16)).astype("<u2")
+    return np.asarray(np.right_shift(words, 16).astype("<u2"))
 
 
 def bool_from_bytes(raw: np.ndarray) -> np.ndarray | None:

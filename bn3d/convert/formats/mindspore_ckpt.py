@@ -127,7 +127,9 @@ def read(path: str | os.PathLike) -> Checkpoint:
     Checkpoint
         Format ``"mindspore"``; the parameters in file order (sliced ones joined);
         metadata ``"crc32"`` when the file has a (verified) CRC trailer,
-        ``"original_dtypes"`` when it holds BFloat16 tensors.
+        ``"original_dtypes"`` when it holds BFloat16 tensors. An empty file is an
+        empty checkpoint, as MindSpore writes for no parameters (``read_checkpoint``
+        refuses it when it has to guess the format).
 
     Raises
     ------
@@ -276,11 +278,14 @@ def _entries(path: str | os.PathLike, body: memoryview) -> Iterator[tuple[str, b
         entry = f"protobuf entry {index} at byte {start}"
         try:
             key, position = _varint(body, position)
-            if key != 0x0A:  # field 1 (value), length-delimited
-                raise CheckpointError(
-                    path, f"has protobuf field {key >> 3} (wire type {key & 7}) where a "
-                    "Checkpoint has only field 1 (value): not a MindSpore checkpoint",
-                    entry=entry)
+        except ValueError as error:
+            raise CheckpointError(path, "is cut short: the file is truncated",
+                                  entry=entry) from error
+        if key != 0x0A:  # field 1 (value), length-delimited
+            raise CheckpointError(
+                path, f"has protobuf field {key >> 3} (wire type {key & 7}) where a "
+                "Checkpoint has only field 1 (value): not a MindSpore checkpoint", entry=entry)
+        try:
             length, position = _varint(body, position)
         except ValueError as error:
             raise CheckpointError(path, "is cut short: the file is truncated",
