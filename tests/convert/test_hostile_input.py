@@ -6,6 +6,7 @@ import io
 import os
 import pickle
 import struct
+import zipfile
 from collections import OrderedDict
 
 import numpy as np
@@ -89,6 +90,50 @@ def test_build_on_a_tensor_is_refused(tmp_path):
     path = torch_file(tmp_path / "b.pth", data, [("0", bytes(8))])
     with pytest.raises(CheckpointError, match="not a valid pickle"):
         read_checkpoint(path)
+
+
+VALID = tensor_pickle(2, (2,), (1,))
+DEEP = b"]" * 100_000 + b"a" * 99_999  # a list nested 100000 deep
+
+
+@pytest.mark.parametrize(("old", "new", "problem"), [
+    (b"\x89h\x00", b"K\x01h\x00", "requires_grad"),  # requires_grad=1, not a bool
+    (b"h\x00)Rq\x0b", b"h\x00)Rq\x0bX\x01\x00\x00\x00kK\x01s", "empty hooks"),  # hooks
+    (b"QK\x00", b"QJ\xff\xff\xff\xff", "offset"),  # storage offset -1
+    (b"K\x01\x85q\x0a", b"K\x01K\x01\x86q\x0a", "strides"),  # 2 strides for 1 size
+    (b"q\x0bt", b"q\x0b}X\x01\x00\x00\x00kK\x01st", "empty hooks"),  # tensor metadata
+    (b"K\x02\x85q\t", DEEP + b"\x85q\t", "sizes"),  # sizes nested too deep to print
+    (b"_rebuild_tensor_v2\nq\x03", b"_rebuild_tensor_v3\nq\x03", "_rebuild_tensor_v3"),
+    (b"q\x0bt", b"q\x0bctorch\nfloat32\nt", "_rebuild_tensor_v2 arguments"),
+])
+def test_arguments_that_do_not_describe_a_tensor_are_refused(tmp_path, old, new, problem):
+    assert VALID.count(old) == 1
+    path = torch_file(tmp_path / "args.pth", VALID.replace(old, new), [("0", bytes(8))])
+    with pytest.raises(CheckpointError, match=problem) as raised:
+        read_checkpoint(path)
+    assert raised.value.entry == "tensor 'w'"
+
+
+def test_the_valid_pickle_those_mutations_start_from_is_read(tmp_path):
+    path = torch_file(tmp_path / "valid.pth", VALID, [("0", bytes(8))])
+    assert read_checkpoint(path).tensors["w"].tolist() == [0.0, 0.0]
+
+
+def test_a_parameter_of_something_else_than_a_tensor_is_refused(tmp_path):
+    data = (b"\x80\x02}X\x01\x00\x00\x00wctorch._utils\n_rebuild_parameter\n"
+            b"(K\x01\x89ccollections\nOrderedDict\n)RtRs.")
+    with pytest.raises(CheckpointError, match="_rebuild_parameter arguments"):
+        read_checkpoint(torch_file(tmp_path / "param.pth", data))
+
+
+def test_a_compressed_record_is_refused(tmp_path):
+    source = zipfile.ZipFile(FIXTURES / "torch_net.pth")
+    with zipfile.ZipFile(tmp_path / "deflated.pth", "w", zipfile.ZIP_DEFLATED) as target:
+        for info in source.infolist():
+            target.writestr(info.filename, source.read(info))
+    with pytest.raises(CheckpointError, match="is compressed") as raised:
+        read_checkpoint(tmp_path / "deflated.pth")
+    assert raised.value.entry == "zip member 'torch_net/data.pkl'"
 
 
 class PersistentPickler(pickle.Pickler):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import reprlib
 import struct
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -184,7 +185,7 @@ names the global os.system, which a state_dict does not use; refused, nothing wa
             and type(pid[3]) is str and type(pid[4]) is int and pid[4] >= 0
         ):
             raise CheckpointError(
-                self._path, f"has the persistent id {pid!r}, which is not a storage "
+                self._path, f"has the persistent id {reprlib.repr(pid)}, which is not a storage "
                 "('storage', storage class, key, location, numel)", entry=self._entry)
         _, storage_type, key, location, numel = pid
         known = self._storages.get(key)

@@ -6,20 +6,23 @@ the raw little-endian bytes of each storage, plus ``.format_version``,
 ``.storage_alignment``, ``byteorder``, ``version`` and ``.data/serialization_id``.
 
 Reading never runs the pickle's code: only a state_dict's globals resolve, to inert
-stand-ins. Tensors are rebuilt from their storage offset, sizes and strides as
-C-contiguous copies. bfloat16 tensors are read as float32, exactly (a bfloat16 is the
-upper half of a float32), and marked in ``metadata["original_dtypes"]`` so that
-writing gives bfloat16 back. Only little-endian files (``byteorder`` absent or
-``little``) are read.
+stand-ins. Records must be stored, as torch.save writes them (a compressed record is
+refused, which also rules out decompression bombs). Tensors are rebuilt from their
+storage offset, sizes and strides as C-contiguous copies. bfloat16 tensors are read as
+float32, exactly (a bfloat16 is the upper half of a float32), and marked in
+``metadata["original_dtypes"]`` so that writing gives bfloat16 back. Only little-endian
+files (``byteorder`` absent or ``little``) are read.
 
-Writing gives the file ``torch.save(state_dict, path)`` gives for the same tensors:
-the same records in the same order, the same pickle, the storages 64-byte aligned;
-only the first half of ``.data/serialization_id`` differs (see :mod:`._torch_zip`).
+Writing gives the file ``torch.save(state_dict, path)`` gives for the same contiguous
+tensors: the same records in the same order, the same pickle, the storages 64-byte
+aligned, zip64 fields past 4 GiB; only the first 20 digits of ``.data/serialization_id``
+differ (see :mod:`._torch_zip`).
 """
 
 from __future__ import annotations
 
 import os
+import reprlib
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -204,6 +207,10 @@ class _ArchiveReader:
             record = info.filename[len(self.prefix):]
             if record in self.members:
                 raise CheckpointError(path, "occurs twice", entry=f"zip member {info.filename!r}")
+            if info.compress_type != zipfile.ZIP_STORED:  # and no decompression bomb
+                raise CheckpointError(
+                    path, "is compressed; torch.save stores its records uncompressed",
+                    entry=f"zip member {info.filename!r}")
             self.members[record] = info
         self._storages: dict[str, np.ndarray] = {}
         self.original_dtypes: dict[str, str] = {}
@@ -283,8 +290,9 @@ class _ArchiveReader:
             if not (len(args) == 3 and isinstance(args[0], TensorRecord)
                     and args[0].function != "_rebuild_parameter" and type(args[1]) is bool
                     and _is_empty_mapping(args[2])):
-                raise CheckpointError(self.path, f"has _rebuild_parameter arguments {args!r}, not "
-                                      "(tensor, requires_grad, empty hooks)", entry=entry)
+                raise CheckpointError(
+                    self.path, f"has _rebuild_parameter arguments {reprlib.repr(args)}, not "
+                    "(tensor, requires_grad, empty hooks)", entry=entry)
             record, args = args[0], args[0].args
         if record.function == "_rebuild_tensor_v2":
             usable = len(args) in (6, 7) and (len(args) == 6 or _is_empty_mapping(args[6], True))
@@ -304,8 +312,9 @@ class _ArchiveReader:
             and (storage.storage_type.module == "torch") == typed
         ):
             raise CheckpointError(
-                self.path, f"has {record.function} arguments {args!r}, not those of a tensor "
-                "(storage, offset, sizes, strides, requires_grad, empty hooks)", entry=entry)
+                self.path, f"has {record.function} arguments {reprlib.repr(args)}, not those of a "
+                "tensor (storage, offset, sizes, strides, requires_grad, empty hooks)",
+                entry=entry)
         elements = self.elements(storage, dtype, entry)
         count = int(np.prod(size, dtype=object))
         if count:
