@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -67,13 +66,3 @@ def assert_same_tensors(actual: dict, expected: dict, ordered: bool = True) -> N
         assert actual[name].dtype == array.dtype, name
         assert actual[name].shape == array.shape, name
         assert actual[name].tobytes() == array.tobytes(), name
-
-
-def records(path) -> dict[str, bytes]:
-    """The bytes of each member of a torch file: local header, data, data descriptor."""
-    archive = zipfile.ZipFile(path)
-    data = Path(path).read_bytes()
-    infos = archive.infolist()
-    offsets = [info.header_offset for info in infos] + [archive.start_dir]
-    return {info.filename: data[start:end]
-            for info, start, end in zip(infos, offsets, offsets[1:])}

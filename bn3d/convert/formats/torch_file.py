@@ -282,42 +282,15 @@ class _ArchiveReader:
                               entry=self.entry("data.pkl"))
 
     def tensor(self, name: str, record: Any) -> np.ndarray:
+        """The array a rebuild record describes, as a C-contiguous copy."""
         entry = f"tensor {name!r}"
         if not isinstance(record, TensorRecord):
             raise CheckpointError(self.path, f"is {_describe(record)}, not a tensor", entry=entry)
-        args = record.args
-        if record.function == "_rebuild_parameter":
-            if not (len(args) == 3 and isinstance(args[0], TensorRecord)
-                    and args[0].function != "_rebuild_parameter" and type(args[1]) is bool
-                    and _is_empty_mapping(args[2])):
-                raise CheckpointError(
-                    self.path, f"has _rebuild_parameter arguments {reprlib.repr(args)}, not "
-                    "(tensor, requires_grad, empty hooks)", entry=entry)
-            record, args = args[0], args[0].args
-        if record.function == "_rebuild_tensor_v2":
-            usable = len(args) in (6, 7) and (len(args) == 6 or _is_empty_mapping(args[6], True))
-            usable = usable and isinstance(args[0], StorageRef)
-            dtype = args[0].storage_type.dtype if usable else None
-            typed = True
-        else:  # _rebuild_tensor_v3: an untyped storage and a dtype
-            usable = (len(args) in (7, 8) and isinstance(args[6], TorchDType)
-                      and (len(args) == 7 or _is_empty_mapping(args[7], True)))
-            dtype = args[6].dtype if usable else None
-            typed = False
-        storage, offset, size, stride = (args + (None,) * 4)[:4]
-        if not (
-            usable and isinstance(storage, StorageRef) and _is_count(offset)
-            and _is_counts(size) and _is_counts(stride) and len(size) == len(stride)
-            and type(args[4]) is bool and _is_empty_mapping(args[5])
-            and (storage.storage_type.module == "torch") == typed
-        ):
-            raise CheckpointError(
-                self.path, f"has {record.function} arguments {reprlib.repr(args)}, not those of a "
-                "tensor (storage, offset, sizes, strides, requires_grad, empty hooks)",
-                entry=entry)
+        storage, offset, size, stride, dtype = self.arguments(record, entry)
         elements = self.elements(storage, dtype, entry)
-        count = int(np.prod(size, dtype=object))
-        if count:
+        if int(np.prod(size, dtype=object)) == 0:
+            array = np.empty(size, dtype=elements.dtype)
+        else:
             last = offset + sum((n - 1) * s for n, s in zip(size, stride))
             if last >= elements.size:
                 raise CheckpointError(
@@ -328,12 +301,46 @@ class _ArchiveReader:
                 elements[offset:], shape=size,
                 strides=tuple(s * elements.itemsize for s in stride), writeable=False)
             array = np.array(view, order="C")
-        else:
-            array = np.empty(size, dtype=elements.dtype)
         if dtype == "bfloat16":
             self.original_dtypes[name] = "bfloat16"
             return bfloat16_to_float32(array)
         return array
+
+    def arguments(self, record: TensorRecord, entry: str) -> tuple:
+        """(storage, offset, sizes, strides, dtype) of a rebuild call, checked."""
+        args = record.args
+        if record.function == "_rebuild_parameter":  # (tensor, requires_grad, hooks)
+            if not (len(args) == 3 and isinstance(args[0], TensorRecord)
+                    and args[0].function != "_rebuild_parameter" and type(args[1]) is bool
+                    and _is_empty_mapping(args[2])):
+                raise CheckpointError(
+                    self.path, f"has _rebuild_parameter arguments {reprlib.repr(args)}, not "
+                    "(tensor, requires_grad, empty hooks)", entry=entry)
+            record, args = args[0], args[0].args
+        # v2: (storage, offset, sizes, strides, requires_grad, hooks[, metadata]);
+        # v3: the same with an untyped storage, then the dtype, then [metadata]
+        typed = record.function == "_rebuild_tensor_v2"
+        extra = args[6:] if typed else args[7:]
+        dtype = None
+        if not typed and len(args) >= 7 and isinstance(args[6], TorchDType):
+            dtype = args[6].dtype
+        storage, offset, size, stride = (args + (None,) * 4)[:4]
+        if typed and isinstance(storage, StorageRef):
+            dtype = storage.storage_type.dtype
+        if not (
+            dtype is not None and len(args) >= 6 and len(extra) <= 1
+            and all(_is_empty_mapping(item, none_too=True) for item in extra)
+            and isinstance(storage, StorageRef)
+            and (storage.storage_type.module == "torch") == typed
+            and _is_count(offset) and _is_counts(size) and _is_counts(stride)
+            and len(size) == len(stride) and type(args[4]) is bool
+            and _is_empty_mapping(args[5])
+        ):
+            raise CheckpointError(
+                self.path, f"has {record.function} arguments {reprlib.repr(args)}, not those of a "
+                "tensor (storage, offset, sizes, strides, requires_grad, empty hooks)",
+                entry=entry)
+        return storage, offset, size, stride, dtype
 
     def elements(self, storage: StorageRef, dtype: str, entry: str) -> np.ndarray:
         """The storage's elements as ``dtype`` (uint16 for bfloat16)."""
