@@ -2,14 +2,14 @@
 
 Four formats, one model (:class:`Checkpoint`: tensors by name, the format, metadata):
 
-========================== ============================================ ==========================
-format                     files                                        module
-========================== ============================================ ==========================
-``"torch"``                ``torch.save(state_dict)``: ``.pt``, ``.pth`` :mod:`.torch_file`
-``"torch-safetensors"``    ``safetensors.torch.save_file``              :mod:`.safetensors_file`
-``"mindspore"``            ``mindspore.save_checkpoint``: ``.ckpt``     :mod:`.mindspore_ckpt`
-``"mindspore-safetensors"`` ``save_checkpoint(format="safetensors")``   :mod:`.safetensors_file`
-========================== ============================================ ==========================
+- ``"torch"``: ``torch.save(state_dict)`` files, ``.pt``/``.pth``
+  (:mod:`.torch_file`);
+- ``"torch-safetensors"``: ``safetensors.torch.save_file`` files
+  (:mod:`.safetensors_file`);
+- ``"mindspore"``: ``mindspore.save_checkpoint`` files, ``.ckpt``
+  (:mod:`.mindspore_ckpt`);
+- ``"mindspore-safetensors"``: ``save_checkpoint(format="safetensors")`` files
+  (:mod:`.safetensors_file`).
 
 Reading never executes anything from the file; every error is a
 :class:`CheckpointError` naming the file and the entry. Writing is atomic: a

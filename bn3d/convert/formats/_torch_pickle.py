@@ -14,7 +14,8 @@ the caller checks them and reads the storages.
 
 Writing. :class:`PickleWriter` emits the opcodes CPython's pickler (protocol 2) emits
 for a torch state_dict, memo entries included, so that ``data.pkl`` is the one torch
-writes for the same tensors.
+writes for the same tensors when each has a contiguous storage of its own (what bn3d
+writes: views sharing a storage are written as copies).
 """
 
 from __future__ import annotations

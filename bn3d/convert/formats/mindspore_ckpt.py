@@ -21,11 +21,12 @@ A file is a concatenation of serialized ``Checkpoint`` messages, one per paramet
 which protobuf reads as one message whose ``value`` list has them all. A 0-d tensor
 has no dims. A parameter of more than 512 MiB is written as several consecutive
 ``Value``s with the same tag, each with the dims of the whole parameter and a 512 MiB
-piece of its bytes; MindSpore's loader concatenates the contents of consecutive
-``Value``s with the same tag. ``save_checkpoint(crc_check=True)`` appends
-``b"crc_num"`` and the CRC-32 of all the bytes before it, as 10 big-endian bytes.
-A string (``append_dict`` value) is a ``"str"`` tensor with dims ``[0]`` holding the
-text as UCS-4.
+piece of its bytes (``save_checkpoint``; with ``async_save`` MindSpore cuts the array
+into equal parts along its first axis instead); MindSpore's loader concatenates the
+contents of consecutive ``Value``s with the same tag, whatever the cut.
+``save_checkpoint(crc_check=True)`` appends ``b"crc_num"`` and the CRC-32 of all the
+bytes before it, as 10 big-endian bytes. A string (``append_dict`` value) is a
+``"str"`` tensor with dims ``[0]`` holding the text as UCS-4.
 
 Reading is stricter than MindSpore, which loads the last of non-consecutive
 duplicates and does not check sizes: a tag repeated after other tags, slices that
