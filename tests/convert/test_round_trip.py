@@ -121,6 +121,16 @@ def test_torch_module_metadata_goes_back_into_torch_files_only(tmp_path):
     assert read_checkpoint(tmp_path / "b.pth").metadata == {}
 
 
+@pytest.mark.parametrize("versions", [{"": {"version": object()}}, {0: {"version": 1}},
+                                      {"": {1: 2}}])
+def test_torch_module_metadata_that_is_not_plain_data_is_refused(tmp_path, versions):
+    checkpoint = Checkpoint({"w": np.ones(1)}, "torch", {"state_dict_metadata": versions})
+    with pytest.raises(CheckpointError, match="metadata torch files cannot hold") as raised:
+        write_checkpoint(tmp_path / "a.pth", checkpoint, "torch")
+    assert raised.value.entry == "state_dict._metadata"
+    assert os.listdir(tmp_path) == []
+
+
 def test_safetensors_metadata_stays_within_its_own_format(tmp_path):
     source = Checkpoint({"w": np.ones(1)}, "torch-safetensors",
                         {"safetensors_metadata": {"format": "pt", "note": "kept"}})

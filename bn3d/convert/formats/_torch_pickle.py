@@ -318,6 +318,8 @@ class PickleWriter:
             self._put(("global", module, name))
 
     def _string(self, text: str, shared: bool = False):
+        if type(text) is not str:
+            raise TypeError(f"cannot write {type(text).__name__} keys into _metadata")
         if shared and self._get(("str", text)):
             return
         encoded = text.encode("utf-8", "surrogatepass")
