@@ -9,9 +9,8 @@ either environment read every file with bn3d and compare with that record.
 
     python tests/data/convert/make_fixtures.py
 
-All values are binary fractions set here (no random numbers), so the files are the
-same on every run, except torch's ``.data/serialization_id``, which depends on nothing
-bn3d reads.
+All values are binary fractions set here (no random numbers), so with the same
+framework versions the files come out byte for byte the same on every run.
 """
 
 from __future__ import annotations
