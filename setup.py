@@ -82,7 +82,7 @@ setup(
     ext_modules=cythonize(extensions, language_level=3),
     cmdclass={"build_ext": BuildExtWithOpenMP},
     # The executable spec lives in spec/ and ships as the data of bn3d._spec.
-    packages=["bn3d", "bn3d._compat", "bn3d._spec"],
+    packages=["bn3d", "bn3d._compat", "bn3d._spec", "bn3d.convert", "bn3d.convert.formats"],
     package_dir={"bn3d._spec": "spec"},
     package_data={"bn3d": ["py.typed", "*.pyi"], "bn3d._spec": ["*.yaml", "*.json"]},
 )
