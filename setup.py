@@ -18,7 +18,7 @@ import tempfile
 import textwrap
 
 from Cython.Build import cythonize
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 OPENMP_FLAGS = ["-fopenmp"]
@@ -82,7 +82,7 @@ setup(
     ext_modules=cythonize(extensions, language_level=3),
     cmdclass={"build_ext": BuildExtWithOpenMP},
     # The executable spec lives in spec/ and ships as the data of bn3d._spec.
-    packages=["bn3d", "bn3d._compat", "bn3d._spec", "bn3d.convert", "bn3d.convert.formats"],
+    packages=[*find_packages(include=["bn3d", "bn3d.*"]), "bn3d._spec"],
     package_dir={"bn3d._spec": "spec"},
     package_data={"bn3d": ["py.typed", "*.pyi"], "bn3d._spec": ["*.yaml", "*.json"]},
 )
