@@ -46,8 +46,9 @@ FORK_AFTER_PARALLEL_CALL = textwrap.dedent("""
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
-def test_a_child_forked_after_a_parallel_call_runs_on_one_thread_and_does_not_hang():
+def test_a_child_forked_after_a_parallel_call_runs_on_one_thread_and_does_not_hang(tmp_path):
+    # From an empty directory, so the installed bn3d is imported, not the source tree.
     result = subprocess.run([sys.executable, "-c", FORK_AFTER_PARALLEL_CALL],
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "0", result.stderr

@@ -12,12 +12,13 @@ import pytest
 from bn3d.convert.formats import mindspore_ckpt, write_checkpoint
 
 
-def test_importing_the_formats_loads_neither_protobuf_nor_safetensors():
+def test_importing_the_formats_loads_neither_protobuf_nor_safetensors(tmp_path):
     code = ("import sys, bn3d.convert.formats; "
             "print(sorted(m for m in ('google.protobuf', 'safetensors') if m in sys.modules))")
     environment = dict(os.environ, PYTHONPATH=os.pathsep.join(path for path in sys.path if path))
+    # From an empty directory, so the installed bn3d is imported, not the source tree.
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env=environment, check=True)
+                            env=environment, check=True, cwd=tmp_path)
     assert result.stdout.strip() == "[]"
 
 
