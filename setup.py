@@ -12,6 +12,7 @@ runtime must be preloaded: ``LD_PRELOAD=$(gcc -print-file-name=libasan.so)``
 (``.ci/run`` shows how).
 """
 
+import glob
 import os
 import shutil
 import tempfile
@@ -76,7 +77,11 @@ class BuildExtWithOpenMP(build_ext):
         super().build_extensions()
 
 
-extensions = [Extension("bn3d._kernels", ["bn3d/_kernels.pyx"])]
+# The kernels' C (bn3d/_src): one translation unit per instruction set, and the dispatch.
+KERNEL_SOURCES = sorted(glob.glob("bn3d/_src/*.c"))
+KERNEL_HEADERS = sorted(glob.glob("bn3d/_src/*.h"))
+extensions = [Extension("bn3d._kernels", ["bn3d/_kernels.pyx", *KERNEL_SOURCES],
+                        include_dirs=["bn3d/_src"], depends=KERNEL_HEADERS)]
 
 setup(
     ext_modules=cythonize(extensions, language_level=3),
