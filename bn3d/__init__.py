@@ -6,7 +6,14 @@
 - :mod:`bn3d.mindspore_nn`: ``BatchNorm3d`` as MindSpore has it.
 """
 
-from . import mindspore_nn, torch_nn
+try:
+    from . import _kernels  # noqa: F401  (the compiled kernels, built by setup.py)
+except ImportError as error:
+    from ._check_build import raise_if_not_built
+
+    raise_if_not_built(error)
+
+from . import mindspore_nn, torch_nn  # noqa: E402
 from ._threads import get_num_threads, openmp_enabled, set_num_threads
 from .functional import (
     batch_norm,
