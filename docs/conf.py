@@ -28,6 +28,7 @@ extensions = [
     "sphinx.ext.intersphinx",
     "sphinx.ext.doctest",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # serves MathJax from _static/mathjax: math renders offline
     "sphinx.ext.viewcode",
     "spec_tables",
     "benchmark_results",

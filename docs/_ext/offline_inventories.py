@@ -17,7 +17,9 @@ import tempfile
 import zlib
 from pathlib import Path
 
-# (name, domain:role, path within the documentation) for each project.
+# (name, domain:role, address within the documentation) for each project. A ``$`` in an
+# address stands for the name; it is expanded when the inventory is written (``expand``),
+# because Sphinx itself expands only a ``$`` that ends the address.
 INVENTORIES: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
     "python": ("Python", [
         *((name, "py:class", "library/functions.html#$")
@@ -54,11 +56,34 @@ INVENTORIES: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
 }
 
 
+def expand(name: str, address: str) -> str:
+    """The full address of ``name``: every ``$`` in ``address`` replaced by it.
+
+    Parameters
+    ----------
+    name : str
+        The object's name, as the inventory lists it.
+    address : str
+        Its address relative to the documentation's root, ``$`` standing for the name.
+
+    Returns
+    -------
+    str
+        The address with no ``$`` left.
+
+    Examples
+    --------
+    >>> expand("numpy.ndarray", "reference/generated/$.html#$")
+    'reference/generated/numpy.ndarray.html#numpy.ndarray'
+    """
+    return address.replace("$", name)
+
+
 def _inventory_bytes(project: str, entries: list[tuple[str, str, str]]) -> bytes:
-    """An ``objects.inv`` (version 2) listing ``entries``."""
+    """An ``objects.inv`` (version 2) listing ``entries`` with full addresses."""
     header = (f"# Sphinx inventory version 2\n# Project: {project}\n# Version: \n"
               "# The remainder of this file is compressed using zlib.\n").encode()
-    lines = "".join(f"{name} {role} 1 {path} -\n" for name, role, path in entries)
+    lines = "".join(f"{name} {role} 1 {expand(name, path)} -\n" for name, role, path in entries)
     return header + zlib.compress(lines.encode())
 
 
