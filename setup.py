@@ -65,6 +65,11 @@ class BuildExtWithOpenMP(build_ext):
     """``build_ext`` that adds OpenMP flags when the compiler supports them."""
 
     def build_extensions(self):
+        if self.compiler.compiler_type == "msvc":
+            raise RuntimeError(
+                "bn3d's kernels use GCC/Clang vector extensions, which MSVC does not compile: "
+                "build with GCC or Clang (MinGW-w64 or clang-cl on Windows, untested), see "
+                "the installation page of the documentation")
         flags = OPTIMISATION_FLAGS + sanitizer_flags()
         link_flags = sanitizer_flags()
         if openmp_supported(self.compiler):
