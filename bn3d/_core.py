@@ -176,13 +176,75 @@ def shape_ncl(shape: tuple[int, ...]) -> tuple[int, int, int]:
     return shape[0], shape[1], math.prod(shape[2:])
 
 
-def _as_ncl(x: Array, dtype: np.dtype) -> Array:
-    """``x`` as an (N, C, L) array of ``dtype`` with unit stride along L: a view where
-    the strides allow it, else a copy."""
-    view = x.astype(dtype, copy=False).reshape(shape_ncl(x.shape))
-    if view.shape[2] > 1 and view.strides[2] != view.itemsize:
-        view = np.ascontiguousarray(view)
+def is_channels_last(x: Array) -> bool:
+    """Whether the kernels take ``x`` (N, C, *) channels last: its channel axis has the
+    smallest stride and its spatial axes follow in C order (NDHWC memory; NHWC and NLC
+    for ranks 4 and 3), as PyTorch's ``suggest_memory_format`` would say.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bn3d._core import is_channels_last
+    >>> x = np.zeros((2, 4, 3, 5, 6), np.float32)
+    >>> is_channels_last(x), is_channels_last(np.moveaxis(np.moveaxis(x, 1, -1).copy(), -1, 1))
+    (False, True)
+    """
+    if x.ndim < 3 or x.shape[1] <= 1 or math.prod(x.shape[2:]) <= 1:
+        return False
+    moved = np.moveaxis(x, 1, -1)
+    strides = [stride for stride, extent in zip(moved.strides, moved.shape) if extent > 1]
+    return all(stride > 0 for stride in strides) and strides == sorted(strides, reverse=True)
+
+
+def _reshaped_view(a: Array, shape: tuple[int, ...]) -> Array | None:
+    """``a`` reshaped without a copy, or None where the strides do not allow it."""
+    view = a.view()
+    try:
+        view.shape = shape
+    except AttributeError:
+        return None
     return view
+
+
+def _kernel_view(x: Array, dtype: np.dtype, channels_last: bool) -> Array:
+    """``x`` (N, C, *) as the kernels take it, in ``dtype``: (N, C, L) with unit stride
+    along L, or (N, L, C) with unit stride along C and each sample's (L, C) slab dense.
+    A view where the strides allow it, else a copy in that layout."""
+    x = x.astype(dtype, copy=False)
+    view = _kernel_view_in_place(x, channels_last)
+    if view is None:
+        n, c, length = shape_ncl(x.shape)
+        moved = np.moveaxis(x, 1, -1) if channels_last else x
+        view = np.ascontiguousarray(moved).reshape((n, length, c) if channels_last
+                                                   else (n, c, length))
+    return view
+
+
+def _kernel_view_in_place(x: Array, channels_last: bool) -> Array | None:
+    """``x`` as the kernels take it (see ``_kernel_view``) without a copy, or None."""
+    n, c, length = shape_ncl(x.shape)
+    if channels_last:
+        view = _reshaped_view(np.moveaxis(x, 1, -1), (n, length, c))
+        dense = view is not None and view.strides[2] == view.itemsize and \
+            (length <= 1 or view.strides[1] == c * view.itemsize)
+    else:
+        view = _reshaped_view(x, (n, c, length))
+        dense = view is not None and (length <= 1 or view.strides[2] == view.itemsize)
+    return view if dense else None
+
+
+def _logical(view: Array, shape: tuple[int, ...], channels_last: bool) -> Array:
+    """A kernel view (see ``_kernel_view``) as the (N, C, *) array it holds."""
+    if channels_last:
+        return np.moveaxis(view.reshape(shape[0], *shape[2:], shape[1]), -1, 1)
+    return view.reshape(shape)
+
+
+def _empty(shape: tuple[int, ...], dtype: np.dtype, channels_last: bool) -> Array:
+    """A new (N, C, *) array, its memory C-ordered or channels last."""
+    if channels_last:
+        return np.moveaxis(np.empty((shape[0], *shape[2:], shape[1]), dtype), -1, 1)
+    return np.empty(shape, dtype)
 
 
 def _per_channel(array: Array | None, channels: int, default: float) -> Array:
@@ -221,35 +283,43 @@ def check_separate(updated: dict[str, Array], others: dict[str, Array | None]) -
 
 
 def check_out(out: Any, shape: tuple[int, ...], dtype: np.dtype) -> Array:
-    """``out`` as an array the result of ``shape`` and ``dtype`` can be written into."""
+    """``out`` as an array the result of ``shape`` and ``dtype`` can be written into (in
+    any memory layout: a layout the kernels cannot write goes through a temporary)."""
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
     if out.shape != shape or out.dtype != dtype:
         raise ValueError(f"out must have the result's shape {shape} and dtype {dtype}, "
                          f"got shape {out.shape} and dtype {out.dtype}")
     check_writable(out, "out")
-    if not out.flags.c_contiguous:
-        raise ValueError("out must be C-contiguous")
     return out
 
 
 class _Destination:
     """Where a kernel writes a result of the input's shape: straight into the array
     handed back, or into a temporary copied there afterwards (a float16 or bfloat16
-    result, or an ``out`` that overlaps in another way what the kernel reads)."""
+    result, an ``out`` in a layout the kernels cannot write, or an ``out`` that
+    overlaps in another way what the kernel reads)."""
 
-    def __init__(self, result: Array, compute: np.dtype, reads: Iterable[Array]) -> None:
+    def __init__(self, result: Array, compute: np.dtype, channels_last: bool,
+                 reads: Iterable[Array]) -> None:
         self.result = result
-        view = result.view(np.ndarray).reshape(shape_ncl(result.shape))
-        direct = view.dtype == compute and not any(
-            np.may_share_memory(view, read) and not _same_memory(view, read) for read in reads)
-        self._copy_back = not direct
-        self.target = view if direct else np.empty(view.shape, compute)
+        self.channels_last = channels_last
+        view = None
+        if result.dtype == compute:
+            view = _kernel_view_in_place(result.view(np.ndarray), channels_last)
+        if view is not None and any(np.may_share_memory(view, read)
+                                    and not _same_memory(view, read) for read in reads):
+            view = None
+        self._copy_back = view is None
+        n, c, length = shape_ncl(result.shape)
+        self.target = view if view is not None else \
+            np.empty((n, length, c) if channels_last else (n, c, length), compute)
 
     def finish(self) -> Array:
         """The result, once the kernel has written the target."""
         if self._copy_back:
-            np.copyto(self.result.view(np.ndarray).reshape(self.target.shape), self.target,
+            np.copyto(self.result.view(np.ndarray),
+                      _logical(self.target, self.result.shape, self.channels_last),
                       casting="unsafe")
         return self.result
 
@@ -295,7 +365,7 @@ def batch_norm(
     momentum : float or None
         The batch's weight in the update; None updates nothing.
     out : numpy.ndarray, optional
-        A C-contiguous array of the result's shape and dtype.
+        An array of the result's shape and dtype, in any memory layout.
 
     Returns
     -------
@@ -322,26 +392,29 @@ def batch_norm(
         check_separate({"running_mean": running_mean, "running_var": running_var},
                        {"input": x, "weight": weight, "bias": bias, "out": out})
     dtype = x.dtype.newbyteorder("=")
-    result = np.empty(x.shape, dtype) if out is None else check_out(out, x.shape, dtype)
+    channels_last = is_channels_last(x)
+    result = _empty(x.shape, dtype, channels_last) if out is None else \
+        check_out(out, x.shape, dtype)
     compute = compute_dtype(dtype)
-    x_ncl = _as_ncl(x, compute)
+    x_kernel = _kernel_view(x, compute, channels_last)
     weight64 = _per_channel(weight, channels, 1.0)
     bias64 = _per_channel(bias, channels, 0.0)
     invstd = np.empty(channels)
     threads = threads_for(x.size)
     if use_batch_stats:
-        destination = _Destination(result, compute, (x_ncl, weight64, bias64))
+        destination = _Destination(result, compute, channels_last, (x_kernel, weight64, bias64))
         mean, var_unbiased = np.empty(channels), np.empty(channels)
-        _kernels.train_forward(x_ncl, destination.target, weight64, bias64, eps, mean, invstd,
-                               var_unbiased, threads)
+        _kernels.train_forward(x_kernel, destination.target, channels_last, weight64, bias64,
+                               eps, mean, invstd, var_unbiased, threads)
         if update and x.size > 0:
             update_running_stats(running_mean, running_var, mean, var_unbiased, momentum)
     else:
         mean = _per_channel(running_mean, channels, 0.0)
         var = _per_channel(running_var, channels, 1.0)
-        destination = _Destination(result, compute, (x_ncl, weight64, bias64, mean, var))
-        _kernels.eval_forward(x_ncl, destination.target, mean, var, weight64, bias64, eps,
-                              invstd, threads)
+        destination = _Destination(result, compute, channels_last,
+                                   (x_kernel, weight64, bias64, mean, var))
+        _kernels.eval_forward(x_kernel, destination.target, channels_last, mean, var, weight64,
+                              bias64, eps, invstd, threads)
         mean = mean.copy()  # not a view of running_mean: the caller may keep it
     return destination.finish(), mean, invstd
 
@@ -362,8 +435,10 @@ def batch_stats(x: Array, eps: float) -> BatchStats:
     :func:`batch_norm` normalises with."""
     channels = x.shape[1]
     stats = BatchStats(np.empty(channels), np.empty(channels), np.empty(channels))
-    x_ncl = _as_ncl(x, compute_dtype(x.dtype))
-    _kernels.batch_stats(x_ncl, eps, stats.mean, stats.invstd, stats.var, threads_for(x.size))
+    channels_last = is_channels_last(x)
+    x_kernel = _kernel_view(x, compute_dtype(x.dtype), channels_last)
+    _kernels.batch_stats(x_kernel, channels_last, eps, stats.mean, stats.invstd, stats.var,
+                         threads_for(x.size))
     return stats
 
 
@@ -382,6 +457,7 @@ def batch_norm_backward(
     save_invstd: Array,
     *,
     use_batch_stats: bool,
+    out: Array | None = None,
 ) -> tuple[Array, Array, Array]:
     """Gradients of :func:`batch_norm` with respect to ``x``, weight and bias.
 
@@ -399,11 +475,14 @@ def batch_norm_backward(
         The mean and ``1 / sqrt(var + eps)`` that normalised.
     use_batch_stats : bool
         Whether they were the batch's.
+    out : numpy.ndarray, optional
+        An array of ``x``'s shape and dtype for grad_input (it may be ``grad_output``
+        or ``x`` itself; another overlap goes through a temporary).
 
     Returns
     -------
     grad_input : numpy.ndarray
-        In ``x``'s dtype.
+        In ``x``'s dtype and memory layout.
     grad_weight, grad_bias : numpy.ndarray
         float64, shape (C,).
     """
@@ -415,14 +494,18 @@ def batch_norm_backward(
                                "save_invstd": save_invstd})
     dtype = x.dtype.newbyteorder("=")
     compute = compute_dtype(dtype)
-    x_ncl = _as_ncl(x, compute)
-    g_ncl = _as_ncl(grad_output, compute)
+    channels_last = is_channels_last(x)
+    result = _empty(x.shape, dtype, channels_last) if out is None else \
+        check_out(out, x.shape, dtype)
+    x_kernel = _kernel_view(x, compute, channels_last)
+    g_kernel = _kernel_view(grad_output, compute, channels_last)
     weight64 = _per_channel(weight, channels, 1.0)
     mean64 = _per_channel(save_mean, channels, 0.0)
     invstd64 = _per_channel(save_invstd, channels, 1.0)
-    destination = _Destination(np.empty(x.shape, dtype), compute, ())
+    destination = _Destination(result, compute, channels_last,
+                               (x_kernel, g_kernel, weight64, mean64, invstd64))
     grad_weight, grad_bias = np.empty(channels), np.empty(channels)
     kernel = _kernels.train_backward if use_batch_stats else _kernels.eval_backward
-    kernel(g_ncl, x_ncl, destination.target, mean64, invstd64, weight64, grad_weight,
-           grad_bias, threads_for(x.size))
+    kernel(g_kernel, x_kernel, destination.target, channels_last, mean64, invstd64, weight64,
+           grad_weight, grad_bias, threads_for(x.size))
     return destination.finish(), grad_weight, grad_bias

@@ -161,8 +161,8 @@ def native_batch_norm(
     eps : float
         Added to the variance before its square root.
     out : numpy.ndarray, optional
-        A C-contiguous array of the input's shape and dtype to write the
-        output into (it may be the input itself).
+        An array of the input's shape and dtype to write the output into, in
+        any memory layout (it may be the input itself).
 
     Returns
     -------
@@ -272,9 +272,9 @@ def batch_norm(
         Added to the variance; must be positive when training and
         non-negative otherwise (NaN passes, as in torch: the output is NaN).
     out : numpy.ndarray, optional
-        A C-contiguous array of the input's shape and dtype to write into. It
-        may be the input itself; if it overlaps an argument in another way, the
-        result is computed into a temporary first.
+        An array of the input's shape and dtype to write into, in any memory
+        layout. It may be the input itself; if it overlaps an argument in another
+        way, the result is computed into a temporary first.
     return_stats : bool, default False
         Also return the float64 mean and ``1 / sqrt(var + eps)`` that
         normalised, to pass to :func:`batch_norm_backward`.
@@ -282,7 +282,9 @@ def batch_norm(
     Returns
     -------
     numpy.ndarray or tuple
-        The output in the input's dtype, or ``(output, save_mean, save_invstd)``.
+        The output in the input's dtype and memory layout (channels last for a
+        channels-last input, as PyTorch's ``preserve_format``; else C-contiguous),
+        or ``(output, save_mean, save_invstd)``.
         An empty input returns an empty output without any other check, as
         torch does.
 
@@ -393,6 +395,7 @@ def batch_norm_backward(
     *,
     save_mean: npt.ArrayLike | None = None,
     save_invstd: npt.ArrayLike | None = None,
+    out: Array | None = None,
 ) -> tuple[Array, Array, Array]:
     """Gradients of :func:`batch_norm` with respect to its input, weight and bias.
 
@@ -420,11 +423,16 @@ def batch_norm_backward(
     save_mean, save_invstd : array_like of shape (C,), optional
         The statistics returned by the forward (``return_stats=True``); when
         given they are used instead of being recomputed.
+    out : numpy.ndarray, optional
+        An array of the input's shape and dtype to write grad_input into, in any
+        memory layout. It may be ``grad_output`` or the input itself; if it
+        overlaps an argument in another way, grad_input goes through a temporary.
 
     Returns
     -------
     grad_input : numpy.ndarray
-        In the input's dtype.
+        In the input's dtype, and its memory layout (channels last for a
+        channels-last input, else C-contiguous); ``out`` if given.
     grad_weight, grad_bias : numpy.ndarray
         Shape (C,), in the weight's dtype (the compute dtype when ``weight`` is None).
 
@@ -473,7 +481,7 @@ def batch_norm_backward(
     else:
         mean, invstd = checked["running_mean"], _core.inverse_std(checked["running_var"], eps)
     grad_input, grad_weight, grad_bias = _core.batch_norm_backward(
-        g, x, checked["weight"], mean, invstd, use_batch_stats=training)
+        g, x, checked["weight"], mean, invstd, use_batch_stats=training, out=out)
     weight_array = checked["weight"]
     parameter_dtype = _core.compute_dtype(x.dtype) if weight_array is None else \
         weight_array.dtype.newbyteorder("=")

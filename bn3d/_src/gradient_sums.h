@@ -157,4 +157,126 @@ static void bn3d_gradient_rows_double(const double *g, ptrdiff_t gn, ptrdiff_t g
     bn3d_gradient_rows(g, gn, gc, x, xn, xc, channels, size, first, last, mean, 0, sums, dots);
 }
 
+/* Channels last: the gradient sums of one run of `size` positions for up to
+ * BN3D_GROUP_CHANNELS consecutive channels, element i of channel c at
+ * g[i * g_stride + c] and x[i * x_stride + c]. Each channel's sums take exactly the
+ * operations of bn3d_gradient_run_float / _double on its own elements (the same lanes,
+ * runs and flushes, in the same order), vectorised across channels, so they do not
+ * depend on the layout. */
+#define BN3D_GROUP_CHANNELS_GRADIENT 16
+
+/* bn3d_flush_run for each channel: the 16 float lanes of a run (lanes j and j + 8
+   added: bn3d_gradient_run_float's two accumulators) into double lanes 0-3 and 4-7,
+   then the run's lanes cleared. */
+BN3D_INLINE void bn3d_flush_runs_channels_last(
+        float run_sum[16][BN3D_GROUP_CHANNELS_GRADIENT],
+        float run_dot[16][BN3D_GROUP_CHANNELS_GRADIENT],
+        double low_sum[4][BN3D_GROUP_CHANNELS_GRADIENT],
+        double high_sum[4][BN3D_GROUP_CHANNELS_GRADIENT],
+        double low_dot[4][BN3D_GROUP_CHANNELS_GRADIENT],
+        double high_dot[4][BN3D_GROUP_CHANNELS_GRADIENT], ptrdiff_t channels) {
+    ptrdiff_t c;
+    int j;
+    for (c = 0; c < channels; c++)
+        for (j = 0; j < 4; j++) {
+            low_sum[j][c] += (double)(run_sum[j][c] + run_sum[j + 8][c]);
+            high_sum[j][c] += (double)(run_sum[j + 4][c] + run_sum[j + 12][c]);
+            low_dot[j][c] += (double)(run_dot[j][c] + run_dot[j + 8][c]);
+            high_dot[j][c] += (double)(run_dot[j + 4][c] + run_dot[j + 12][c]);
+        }
+    memset(run_sum, 0, sizeof(float[16][BN3D_GROUP_CHANNELS_GRADIENT]));
+    memset(run_dot, 0, sizeof(float[16][BN3D_GROUP_CHANNELS_GRADIENT]));
+}
+
+static void bn3d_gradient_sums_channels_last_double(const double *g, ptrdiff_t g_stride,
+                                                    const double *x, ptrdiff_t x_stride,
+                                                    ptrdiff_t size, ptrdiff_t channels,
+                                                    const double *mean, double *sum_out,
+                                                    double *dot_out) {
+    double s[16][BN3D_GROUP_CHANNELS_GRADIENT], p[16][BN3D_GROUP_CHANNELS_GRADIENT];
+    double sum[BN3D_GROUP_CHANNELS_GRADIENT], dot[BN3D_GROUP_CHANNELS_GRADIENT];
+    ptrdiff_t i, c, full = size - size % 16;
+    double gi, v[4];
+    int j;
+    memset(s, 0, sizeof s);
+    memset(p, 0, sizeof p);
+    for (c = 0; c < channels; c++) sum[c] = dot[c] = 0;
+    for (i = 0; i < full; i++)
+        for (c = 0; c < channels; c++) {
+            gi = g[i * g_stride + c];
+            s[i % 16][c] += gi;
+            p[i % 16][c] += gi * (x[i * x_stride + c] - mean[c]);
+        }
+    for (i = full; i < size; i++)
+        for (c = 0; c < channels; c++) {
+            gi = g[i * g_stride + c];
+            sum[c] += gi;
+            dot[c] += gi * (x[i * x_stride + c] - mean[c]);
+        }
+    for (c = 0; c < channels; c++) {
+        /* bn3d_sixteen_lanes: four vectors of lanes 0-3, 4-7, 8-11, 12-15 */
+        for (j = 0; j < 4; j++) v[j] = (s[j][c] + s[4 + j][c]) + (s[8 + j][c] + s[12 + j][c]);
+        sum_out[c] = sum[c] + ((v[0] + v[1]) + (v[2] + v[3]));
+        for (j = 0; j < 4; j++) v[j] = (p[j][c] + p[4 + j][c]) + (p[8 + j][c] + p[12 + j][c]);
+        dot_out[c] = dot[c] + ((v[0] + v[1]) + (v[2] + v[3]));
+    }
+}
+
+static void bn3d_gradient_sums_channels_last_float(const float *g, ptrdiff_t g_stride,
+                                                   const float *x, ptrdiff_t x_stride,
+                                                   ptrdiff_t size, ptrdiff_t channels,
+                                                   const double *mean, double *sum_out,
+                                                   double *dot_out) {
+    enum { G = BN3D_GROUP_CHANNELS_GRADIENT };
+    float mean_hi[G], run_sum[16][G], run_dot[16][G], gi, flushed;
+    double mean_lo[G], low_sum[4][G], high_sum[4][G], low_dot[4][G], high_dot[4][G];
+    double sum[G], dot[G], lane[4];
+    ptrdiff_t i, c, in_run = 0, full = size - size % 16;
+    int j;
+    memset(run_sum, 0, sizeof run_sum);
+    memset(run_dot, 0, sizeof run_dot);
+    memset(low_sum, 0, sizeof low_sum);
+    memset(high_sum, 0, sizeof high_sum);
+    memset(low_dot, 0, sizeof low_dot);
+    memset(high_dot, 0, sizeof high_dot);
+    for (c = 0; c < channels; c++) {
+        mean_hi[c] = (float)mean[c];
+        mean_lo[c] = isfinite(mean_hi[c]) ? mean[c] - (double)mean_hi[c] : 0.0;
+        sum[c] = dot[c] = 0;
+    }
+    for (i = 0; i < full; i++) {
+        for (c = 0; c < channels; c++) {
+            gi = g[i * g_stride + c];
+            run_sum[i % 16][c] += gi;
+            run_dot[i % 16][c] += gi * (x[i * x_stride + c] - mean_hi[c]);
+        }
+        if (i % 16 == 15) {
+            in_run += 16;
+            if (in_run == BN3D_FLOAT_RUN) {
+                bn3d_flush_runs_channels_last(run_sum, run_dot, low_sum, high_sum, low_dot,
+                                              high_dot, channels);
+                in_run = 0;
+            }
+        }
+    }
+    if (in_run > 0)
+        bn3d_flush_runs_channels_last(run_sum, run_dot, low_sum, high_sum, low_dot, high_dot,
+                                      channels);
+    for (i = full; i < size; i++)
+        for (c = 0; c < channels; c++) {
+            gi = g[i * g_stride + c];
+            sum[c] += gi;
+            flushed = gi * (x[i * x_stride + c] - mean_hi[c]);
+            dot[c] += (double)flushed;
+        }
+    for (c = 0; c < channels; c++) {
+        for (j = 0; j < 4; j++) lane[j] = low_sum[j][c] + high_sum[j][c];
+        sum[c] += (lane[0] + lane[1]) + (lane[2] + lane[3]);
+        for (j = 0; j < 4; j++) lane[j] = low_dot[j][c] + high_dot[j][c];
+        dot[c] += (lane[0] + lane[1]) + (lane[2] + lane[3]);
+        sum_out[c] = sum[c];
+        dot_out[c] = dot[c] - mean_lo[c] * sum[c];
+    }
+}
+
 #endif /* BN3D_GRADIENT_SUMS_H */

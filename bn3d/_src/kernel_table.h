@@ -24,6 +24,18 @@ static const bn3d_kernel_table bn3d_this_target = {
     bn3d_grad_input_double,
     bn3d_grad_input_rows_float,
     bn3d_grad_input_rows_double,
+    bn3d_moments_channels_last_float,
+    bn3d_moments_channels_last_double,
+    bn3d_gradient_sums_channels_last_float,
+    bn3d_gradient_sums_channels_last_double,
+    bn3d_affine_periodic_float,
+    bn3d_affine_periodic_double,
+    bn3d_grad_input_periodic_float,
+    bn3d_grad_input_periodic_double,
+    bn3d_affine_constants_float,
+    bn3d_affine_constants_double,
+    bn3d_grad_input_constants_float,
+    bn3d_grad_input_constants_double,
 };
 
 #endif /* BN3D_KERNEL_TABLE_H */

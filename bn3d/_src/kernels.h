@@ -60,6 +60,46 @@ typedef struct bn3d_kernel_table {
                                    ptrdiff_t on, ptrdiff_t oc, ptrdiff_t channels,
                                    ptrdiff_t size, ptrdiff_t first, ptrdiff_t last,
                                    const double *k, int stream);
+    /* channels last (moments.h, gradient_sums.h, maps.h) */
+    void (*moments_channels_last_float)(const float *x, ptrdiff_t position_stride,
+                                        ptrdiff_t row_stride, ptrdiff_t rows, ptrdiff_t size,
+                                        ptrdiff_t channels, double *mean, double *m2);
+    void (*moments_channels_last_double)(const double *x, ptrdiff_t position_stride,
+                                         ptrdiff_t row_stride, ptrdiff_t rows, ptrdiff_t size,
+                                         ptrdiff_t channels, double *mean, double *m2);
+    void (*gradient_sums_channels_last_float)(const float *g, ptrdiff_t g_stride,
+                                              const float *x, ptrdiff_t x_stride,
+                                              ptrdiff_t size, ptrdiff_t channels,
+                                              const double *mean, double *sum, double *dot);
+    void (*gradient_sums_channels_last_double)(const double *g, ptrdiff_t g_stride,
+                                               const double *x, ptrdiff_t x_stride,
+                                               ptrdiff_t size, ptrdiff_t channels,
+                                               const double *mean, double *sum, double *dot);
+    void (*affine_periodic_float)(const float *x, float *y, ptrdiff_t count, ptrdiff_t channels,
+                                  ptrdiff_t first_channel, const float *mean_hi,
+                                  const float *mean_lo, const float *scale, const float *shift,
+                                  int stream);
+    void (*affine_periodic_double)(const double *x, double *y, ptrdiff_t count,
+                                   ptrdiff_t channels, ptrdiff_t first_channel,
+                                   const double *mean_hi, const double *mean_lo,
+                                   const double *scale, const double *shift, int stream);
+    void (*grad_input_periodic_float)(const float *g, const float *x, float *out,
+                                      ptrdiff_t count, ptrdiff_t channels,
+                                      ptrdiff_t first_channel, const float *mean_hi,
+                                      const float *offset, const float *coefficient,
+                                      const float *scale, int stream);
+    void (*grad_input_periodic_double)(const double *g, const double *x, double *out,
+                                       ptrdiff_t count, ptrdiff_t channels,
+                                       ptrdiff_t first_channel, const double *mean_hi,
+                                       const double *offset, const double *coefficient,
+                                       const double *scale, int stream);
+    /* the maps' per-channel constants in the data's precision (maps.h) */
+    void (*affine_constants_float)(double mean, double scale, double shift, float *k);
+    void (*affine_constants_double)(double mean, double scale, double shift, double *k);
+    void (*grad_input_constants_float)(double mean, double grad_mean, double coefficient,
+                                       double scale, float *k);
+    void (*grad_input_constants_double)(double mean, double grad_mean, double coefficient,
+                                        double scale, double *k);
 } bn3d_kernel_table;
 
 /* The tables of each instruction set (NULL where this build has none) and the choice. */

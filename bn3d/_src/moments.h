@@ -114,4 +114,89 @@ static void bn3d_moments_double(const double *x, ptrdiff_t stride, ptrdiff_t row
     bn3d_block_moments(x, stride, rows, size, 0, mean, m2);
 }
 
+/* Channels last: the moments of up to BN3D_GROUP_CHANNELS consecutive channels at once,
+ * for data whose channels are adjacent in memory (NDHWC). Channel c's elements are
+ * x[r * row_stride + i * position_stride + c]; each channel's block is reduced with
+ * exactly the operations of bn3d_block_moments on its own elements (the same lanes,
+ * in the same order), vectorised across channels instead of along the row, so a
+ * block has the same moments whatever the layout. */
+#define BN3D_GROUP_CHANNELS 16
+
+BN3D_INLINE void bn3d_block_moments_channels_last(const void *x, ptrdiff_t position_stride,
+                                                  ptrdiff_t row_stride, ptrdiff_t rows,
+                                                  ptrdiff_t size, ptrdiff_t channels,
+                                                  int is_float, double *mean_out,
+                                                  double *m2_out) {
+    double s[BN3D_MOMENT_LANES][BN3D_GROUP_CHANNELS];
+    double q[BN3D_MOMENT_LANES][BN3D_GROUP_CHANNELS];
+    double tail[BN3D_GROUP_CHANNELS], mean[BN3D_GROUP_CHANNELS];
+    double centred[BN3D_GROUP_CHANNELS], squares[BN3D_GROUP_CHANNELS];
+    double lanes[BN3D_MOMENT_LANES];
+    ptrdiff_t r, i, c, at, full = size - size % BN3D_MOMENT_LANES;
+    int l;
+    double n = (double)rows * (double)size, e, m2;
+    memset(s, 0, sizeof s);
+    memset(q, 0, sizeof q);
+    for (c = 0; c < channels; c++) tail[c] = centred[c] = squares[c] = 0;
+    for (r = 0; r < rows; r++) {
+        for (i = 0; i < full; i++) {
+            at = r * row_stride + i * position_stride;
+            for (c = 0; c < channels; c++)
+                s[i % BN3D_MOMENT_LANES][c] += bn3d_element(x, at + c, is_float);
+        }
+        for (i = full; i < size; i++) {
+            at = r * row_stride + i * position_stride;
+            for (c = 0; c < channels; c++) tail[c] += bn3d_element(x, at + c, is_float);
+        }
+    }
+    for (c = 0; c < channels; c++) {
+        for (l = 0; l < BN3D_MOMENT_LANES; l++) lanes[l] = s[l][c];
+        mean[c] = (bn3d_lanes_tree(lanes) + tail[c]) / n;
+    }
+    memset(s, 0, sizeof s);
+    for (r = 0; r < rows; r++) {
+        for (i = 0; i < full; i++) {
+            at = r * row_stride + i * position_stride;
+            for (c = 0; c < channels; c++) {
+                e = bn3d_element(x, at + c, is_float) - mean[c];
+                s[i % BN3D_MOMENT_LANES][c] += e;
+                q[i % BN3D_MOMENT_LANES][c] += e * e;
+            }
+        }
+        for (i = full; i < size; i++) {
+            at = r * row_stride + i * position_stride;
+            for (c = 0; c < channels; c++) {
+                e = bn3d_element(x, at + c, is_float) - mean[c];
+                centred[c] += e;
+                squares[c] += e * e;
+            }
+        }
+    }
+    for (c = 0; c < channels; c++) {
+        for (l = 0; l < BN3D_MOMENT_LANES; l++) lanes[l] = s[l][c];
+        centred[c] += bn3d_lanes_tree(lanes);
+        for (l = 0; l < BN3D_MOMENT_LANES; l++) lanes[l] = q[l][c];
+        squares[c] += bn3d_lanes_tree(lanes);
+        m2 = squares[c] - centred[c] * centred[c] / n;
+        mean_out[c] = isfinite(mean[c]) ? mean[c] + centred[c] / n : mean[c];
+        m2_out[c] = isfinite(mean[c]) ? (m2 < 0 ? 0 : m2) : NAN;
+    }
+}
+
+static void bn3d_moments_channels_last_float(const float *x, ptrdiff_t position_stride,
+                                             ptrdiff_t row_stride, ptrdiff_t rows,
+                                             ptrdiff_t size, ptrdiff_t channels, double *mean,
+                                             double *m2) {
+    bn3d_block_moments_channels_last(x, position_stride, row_stride, rows, size, channels, 1,
+                                     mean, m2);
+}
+
+static void bn3d_moments_channels_last_double(const double *x, ptrdiff_t position_stride,
+                                              ptrdiff_t row_stride, ptrdiff_t rows,
+                                              ptrdiff_t size, ptrdiff_t channels,
+                                              double *mean, double *m2) {
+    bn3d_block_moments_channels_last(x, position_stride, row_stride, rows, size, channels, 0,
+                                     mean, m2);
+}
+
 #endif /* BN3D_MOMENTS_H */
