@@ -213,7 +213,7 @@ class Fields:
 
     def bounds(self, name: str) -> tuple[float, float]:
         """Two numbers, ``[low, high]``."""
-        value = self.list(name)
+        value = self.sequence(name)
         if len(value) != 2:
             raise self.error(name, f"{value!r} is not a pair of numbers")
         low, high = (Fields({}, self.at(name))._number(index, item, None)
@@ -223,11 +223,11 @@ class Fields:
     def shape(self, name: str) -> tuple[int, ...]:
         """A list of non-negative integers."""
         items = Fields({}, self.at(name))
-        return tuple(items._index(index, size) for index, size in enumerate(self.list(name)))
+        return tuple(items._index(index, size) for index, size in enumerate(self.sequence(name)))
 
     def strings(self, name: str) -> tuple[str, ...]:
         """A list of strings."""
-        value = self.list(name)
+        value = self.sequence(name)
         for index, item in enumerate(value):
             if not isinstance(item, str):
                 raise FieldError(_path(self.at(name), index), f"{item!r} is not of type 'string'")
@@ -243,7 +243,7 @@ class Fields:
         items = Fields({}, self.at(name))
         return [items._index(index, step) for index, step in enumerate(value)]
 
-    def list(self, name: str, *, min_items: int = 0) -> list[Any]:
+    def sequence(self, name: str, *, min_items: int = 0) -> list[Any]:
         """A list (its items are for the caller to read)."""
         value = self.raw(name)
         if not isinstance(value, list):
@@ -254,7 +254,7 @@ class Fields:
 
     def items(self, name: str, *, min_items: int = 0) -> Iterator[tuple[str, Any]]:
         """``(path, item)`` for each item of a list."""
-        for index, item in enumerate(self.list(name, min_items=min_items)):
+        for index, item in enumerate(self.sequence(name, min_items=min_items)):
             yield _path(self.at(name), index), item
 
     def child(self, name: str) -> Fields:
