@@ -11,9 +11,22 @@ from typing import Callable
 import numpy as np
 
 from . import __version__, _kernels
-from ._targets import TARGETS, TargetUnavailable, open_side
 from ._threads import get_num_threads, openmp_enabled
-from .spec import FAIL, PASS, SKIPPED, SpecError, load_spec, max_error, run_check, verify
+from .spec import (
+    FACADES,
+    FAIL,
+    IMPLEMENTATIONS,
+    PASS,
+    SKIPPED,
+    ImplementationUnavailable,
+    SpecError,
+    load_spec,
+    max_error,
+    open_implementation,
+    run_check,
+    verify,
+)
+from .spec.expectations import Output
 
 
 def _streaming() -> str:
@@ -44,7 +57,6 @@ def _info(args: argparse.Namespace) -> int:
 
 
 EXAMPLE_ENTRY, EXAMPLE_CHECK = "example-outputs", "side-by-side"
-FACADES = {"torch": "torch-facade", "mindspore": "mindspore-facade"}
 
 
 def _shown(value: float, dtype: np.dtype) -> str:
@@ -59,34 +71,34 @@ def _example(args: argparse.Namespace) -> int:
     if result.status == SKIPPED:
         print(f"cannot run the example: {'; '.join(result.messages)}")
         return 1
-    documented = {spec["side"]: (np.asarray(spec["value"]), spec["tol"])
-                  for spec in (item["output"] for item in check["expect"] if "output" in item)}
+    documented = {expectation.side: (np.asarray(expectation.value), expectation.tol)
+                  for expectation in check.expect if isinstance(expectation, Output)}
     outputs = {framework: result.outputs[framework].get(0) for framework in FACADES}
-    print("The document's example: input_x =", check["inputs"]["input_x"]["value"])
-    for framework, target in FACADES.items():
-        side = check["sides"][framework]
-        kwargs = ", ".join(f"{name}={value!r}" for name, value in side["kwargs"].items())
-        print(f"  {target}: BatchNorm3d({kwargs}), mode: {side.get('mode', 'default')}")
+    print("The document's example: input_x =", check.inputs["input_x"].value)
+    for framework, facade in FACADES.items():
+        side = check.sides[framework]
+        kwargs = ", ".join(f"{name}={value!r}" for name, value in side.kwargs.items())
+        print(f"  {facade}: BatchNorm3d({kwargs}), mode: {side.mode}")
     print()
-    header = ["index"] + [f"{target} {column}" for target in FACADES.values()
+    header = ["index"] + [f"{facade} {column}" for facade in FACADES.values()
                           for column in ("output", "documented")]
     rows = [header]
     for index in np.ndindex(*documented["torch"][0].shape):
         row = [str(index)]
         for framework in FACADES:
             output = outputs[framework]
-            row.append("-" if output is None else _shown(output[index], output.dtype))
+            row.append("-" if output is None else _shown(float(output[index]), output.dtype))
             row.append(repr(float(documented[framework][0][index])))
         rows.append(row)
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
     for row in rows:
         print("  ".join(cell.rjust(width) for cell, width in zip(row, widths)))
     print()
-    for framework, target in FACADES.items():
+    for framework, facade in FACADES.items():
         expected, tol = documented[framework]
         if outputs[framework] is not None:
             error = max_error(outputs[framework], expected)
-            print(f"largest difference, {target} vs documented: {error:.3g} "
+            print(f"largest difference, {facade} vs documented: {error:.3g} "
                   f"(|a - b| / max(1, |b|); tolerance {tol:g})")
     if all(output is not None for output in outputs.values()):
         between = max_error(outputs["torch"], outputs["mindspore"])
@@ -97,40 +109,42 @@ def _example(args: argparse.Namespace) -> int:
     return 1 if result.status == FAIL else 0
 
 
-def _unavailable(targets: Sequence[str]) -> dict[str, str]:
-    """target -> why it cannot run here, for the targets that cannot."""
+def _unavailable(implementations: Sequence[str]) -> dict[str, str]:
+    """implementation -> why it cannot run here, for the implementations that cannot."""
     reasons = {}
-    for target in targets:
+    for implementation in implementations:
         try:
-            open_side(target)
-        except TargetUnavailable as error:
-            reasons[target] = str(error)
+            open_implementation(implementation)
+        except ImplementationUnavailable as error:
+            reasons[implementation] = str(error)
     return reasons
 
 
 def _verify(args: argparse.Namespace) -> int:
-    """Replay every spec entry against the chosen targets; print a table and a summary."""
-    targets = TARGETS if args.target == "all" else (args.target,)
-    results = verify(targets)
-    rows = [["entry", *targets]] + [
-        [entry_id, *(by_target[target].status for target in targets)]
-        for entry_id, by_target in results.items()
+    """Replay every spec entry against the chosen implementations; print a table and a summary."""
+    implementations = IMPLEMENTATIONS if args.target == "all" else (args.target,)
+    results = verify(implementations)
+    rows = [["entry", *implementations]] + [
+        [entry_id, *(by_implementation[name].status for name in implementations)]
+        for entry_id, by_implementation in results.items()
     ]
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-    statuses = [result.status for by_target in results.values() for result in by_target.values()]
-    failures = [result for by_target in results.values() for result in by_target.values()
-                if result.status == FAIL]
+    replayed = [result for by_implementation in results.values()
+                for result in by_implementation.values()]
+    statuses = [result.status for result in replayed]
+    failures = [result for result in replayed if result.status == FAIL]
     if failures:
         print()
     for result in failures:
         for message in result.messages:
-            print(f"FAIL {result.entry_id} [{result.target}] {message}")
-    for target, reason in _unavailable(targets).items():
-        print(f"{target}: not available here, skipped: {reason}")
-    print(f"{len(results)} entries x {len(targets)} target(s): {statuses.count(PASS)} pass, "
-          f"{statuses.count(FAIL)} fail, {statuses.count(SKIPPED)} skipped")
+            print(f"FAIL {result.entry_id} [{result.implementation}] {message}")
+    for implementation, reason in _unavailable(implementations).items():
+        print(f"{implementation}: not available here, skipped: {reason}")
+    print(f"{len(results)} entries x {len(implementations)} implementation(s): "
+          f"{statuses.count(PASS)} pass, {statuses.count(FAIL)} fail, "
+          f"{statuses.count(SKIPPED)} skipped")
     return 1 if failures else 0
 
 
@@ -150,8 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify_command = commands.add_parser(
         "verify", help="replay the executable spec; exit status 1 if a check fails")
     verify_command.add_argument(
-        "--target", choices=(*TARGETS, "all"), default="all",
-        help="what to replay against (default: all; absent frameworks are skipped)")
+        "--target", choices=(*IMPLEMENTATIONS, "all"), default="all",
+        help="the implementation to replay against (default: all; absent frameworks are "
+             "skipped)")
     verify_command.set_defaults(handler=_verify)
     return parser
 

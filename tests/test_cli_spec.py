@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import sys
+
 import pytest
 
 import bn3d.torch_nn
-from bn3d._targets import TargetUnavailable
 from bn3d.cli import main
-from bn3d.spec import load_spec
+from bn3d.spec import ImplementationUnavailable, load_spec
 
 
 def test_verify_prints_a_table_and_a_summary_line_last(capsys):
@@ -18,11 +20,11 @@ def test_verify_prints_a_table_and_a_summary_line_last(capsys):
     assert lines[0].split() == ["entry", "torch-facade"]
     assert lines[1].split() == ["signature-pytorch", "pass"]
     assert [line.split()[0] for line in lines[1:1 + len(ids)]] == ids
-    assert lines[-1].startswith(f"{len(ids)} entries x 1 target(s): ")
+    assert lines[-1].startswith(f"{len(ids)} entries x 1 implementation(s): ")
     assert " 0 fail, " in lines[-1]
 
 
-def test_verify_all_has_a_column_per_target(capsys):
+def test_verify_all_has_a_column_per_implementation(capsys):
     main(["verify"])
     header = capsys.readouterr().out.splitlines()[0]
     assert header.split() == ["entry", "torch-facade", "mindspore-facade", "torch", "mindspore"]
@@ -49,14 +51,14 @@ def test_a_malformed_spec_is_reported_without_a_traceback(monkeypatch, tmp_path,
                                                           command):
     broken = tmp_path / "broken.yaml"
     broken.write_text("- id: broken-entry\n  title: 3\n", encoding="utf-8")
-    monkeypatch.setattr("bn3d.spec.spec_files", lambda: [broken])
+    monkeypatch.setattr("bn3d.spec.loading.spec_files", lambda: [broken])
     assert main([command]) == 2
     error = capsys.readouterr().err
     assert error.startswith(f"bn3d {command}: the spec is malformed: ")
     assert "broken.yaml: entry 'broken-entry': field " in error
 
 
-def test_verify_rejects_an_unknown_target(capsys):
+def test_verify_rejects_an_unknown_implementation(capsys):
     with pytest.raises(SystemExit) as caught:
         main(["verify", "--target", "tensorflow"])
     assert caught.value.code == 2
@@ -72,9 +74,20 @@ def test_example_prints_outputs_beside_the_documented_ones(capsys):
 
 
 def test_example_without_a_facade_says_why(monkeypatch, capsys):
-    def unavailable(target):
-        raise TargetUnavailable(f"{target} is not here")
+    def unavailable(implementation):
+        raise ImplementationUnavailable(f"{implementation} is not here")
 
-    monkeypatch.setattr("bn3d.spec.open_side", unavailable)
+    monkeypatch.setattr("bn3d.spec.runner.open_implementation", unavailable)
     assert main(["example"]) == 1
     assert capsys.readouterr().out == "cannot run the example: torch-facade is not here\n"
+
+
+@pytest.mark.parametrize(("command", "last_line"), [
+    (["verify", "--target", "torch-facade"],
+     r"\d+ entries x 1 implementation\(s\): \d+ pass, 0 fail, \d+ skipped"),
+    (["example"], r"example-outputs/side-by-side: pass"),
+])
+def test_verify_and_example_run_without_jsonschema(monkeypatch, capsys, command, last_line):
+    monkeypatch.setitem(sys.modules, "jsonschema", None)
+    assert main(command) == 0
+    assert re.fullmatch(last_line, capsys.readouterr().out.splitlines()[-1])

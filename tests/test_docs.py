@@ -121,7 +121,7 @@ def test_every_row_of_the_document_tables_links_to_its_spec_entry(html_site):
 
     page = (html_site / "differences.html").read_text(encoding="utf-8")
     spec_page = (html_site / "spec.html").read_text(encoding="utf-8")
-    rows = [row for table in document_tables(targets=()).values() for row in table]
+    rows = [row for table in document_tables(implementations=()).values() for row in table]
     assert len(rows) >= 17  # 10 parameter rows, 4 PyTorch states, 3 MindSpore states
     for row in rows:
         assert f'href="spec.html#spec-{row.entry_id}"' in page, row.entry_id

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import copy
+import doctest
+import importlib
+import pkgutil
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -12,6 +17,8 @@ import yaml
 import bn3d.mindspore_nn
 import bn3d.spec as spec
 import bn3d.torch_nn
+from bn3d.spec.fields import Fields
+from bn3d.spec.model import Check
 
 ENTRIES = spec.load_spec()
 BY_ID = {entry.id: entry for entry in ENTRIES}
@@ -30,8 +37,8 @@ SECTIONS = {"signature", "summary", "parameters", "difference-1", "difference-2"
             "difference-3", "example"}
 
 
-def replayed(entry: spec.Entry, target: str) -> spec.EntryResult:
-    result = spec.replay(entry, target)
+def replayed(entry: spec.Entry, implementation: str) -> spec.EntryResult:
+    result = spec.replay(entry, implementation)
     if result.status == spec.SKIPPED:
         reasons = dict.fromkeys(message.partition(": ")[2] for message in result.messages)
         pytest.skip("; ".join(reasons))
@@ -45,10 +52,10 @@ def failure_text(result: spec.EntryResult) -> str:
 # -- the spec holds on the facades (and on the real frameworks where they import) --
 
 
-@pytest.mark.parametrize("target", ["torch-facade", "mindspore-facade"])
+@pytest.mark.parametrize("implementation", ["torch-facade", "mindspore-facade"])
 @pytest.mark.parametrize("entry_id", list(BY_ID))
-def test_entry_holds_on_facade(entry_id, target):
-    result = replayed(BY_ID[entry_id], target)
+def test_entry_holds_on_facade(entry_id, implementation):
+    result = replayed(BY_ID[entry_id], implementation)
     assert result.status == spec.PASS, failure_text(result)
 
 
@@ -70,7 +77,7 @@ def test_entry_holds_on_real_mindspore(entry_id):
 
 
 def test_every_parameter_row_state_and_difference_has_an_entry():
-    tables = spec.document_tables(targets=())
+    tables = spec.document_tables(implementations=())
     rows = {(row.cells["pytorch"], row.cells["mindspore"]) for row in tables["parameters"]}
     torch_states = {(row.cells["training"], row.cells["track_running_stats"])
                     for row in tables["torch-states"]}
@@ -84,13 +91,14 @@ def test_every_parameter_row_state_and_difference_has_an_entry():
 
 def test_state_entries_exercise_their_framework():
     for table, framework in (("torch-states", "torch"), ("mindspore-states", "mindspore")):
-        for row in spec.document_tables(targets=())[table]:
+        for row in spec.document_tables(implementations=())[table]:
             checks = BY_ID[row.entry_id].checks
-            assert any(framework in check["sides"] for check in checks), row.entry_id
+            assert any(framework in check.sides for check in checks), row.entry_id
 
 
 def test_parameter_rows_are_in_the_documents_order():
-    numbers = [row.cells["number"] for row in spec.document_tables(targets=())["parameters"]]
+    table = spec.document_tables(implementations=())["parameters"]
+    numbers = [row.cells["number"] for row in table]
     assert numbers == list(range(1, 11))
 
 
@@ -110,10 +118,61 @@ def test_reference_entries_are_marked_as_not_from_the_document():
         assert (entry.source == "reference") == (entry.section == "reference"), entry.id
 
 
-def test_document_tables_report_each_targets_status():
-    row = spec.document_tables(targets=("torch-facade",))["torch-states"][0]
+def test_document_tables_report_each_implementations_status():
+    row = spec.document_tables(implementations=("torch-facade",))["torch-states"][0]
     assert row.status == {"torch-facade": spec.PASS}
     assert row.quote.startswith("True True Expected training status.")
+
+
+# -- one registry of expectation kinds, checked against the schema; few dependencies --
+
+
+def test_registry_and_schema_list_the_same_expectation_kinds():
+    from bn3d.spec.loading import schema
+
+    assert list(spec.EXPECTATIONS) == list(schema()["$defs"]["expectation"]["properties"])
+
+
+def test_loading_refuses_a_registry_that_differs_from_the_schema(monkeypatch):
+    monkeypatch.delitem(spec.EXPECTATIONS, "trainable")
+    with pytest.raises(spec.SpecError, match=r"only in the schema: \['trainable'\]"):
+        spec.load_spec()
+
+
+def test_typed_model_alone_loads_the_spec_as_with_the_schema():
+    pytest.importorskip("jsonschema")
+    with_schema = spec.load_spec(validate=True)
+    assert [repr(entry) for entry in spec.load_spec(validate=False)] == \
+        [repr(entry) for entry in with_schema]
+
+
+def test_loading_without_jsonschema_uses_the_typed_model_and_validating_says_what_to_install(
+        monkeypatch):
+    monkeypatch.setitem(sys.modules, "jsonschema", None)
+    assert [entry.id for entry in spec.load_spec()] == list(BY_ID)
+    with pytest.raises(ImportError, match=r"needs jsonschema: pip install 'bn3d\[spec\]'"):
+        spec.load_spec(validate=True)
+
+
+def test_importing_bn3d_and_its_spec_needs_numpy_only():
+    code = textwrap.dedent("""
+        import sys
+        sys.modules.update(yaml=None, jsonschema=None, torch=None, mindspore=None)
+        import bn3d, bn3d.cli, bn3d.spec
+        print("imported")
+    """)
+    process = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert process.stdout == "imported\n", process.stderr
+
+
+SPEC_MODULES = sorted(info.name for info in pkgutil.iter_modules(spec.__path__, "bn3d.spec."))
+
+
+@pytest.mark.parametrize("name", SPEC_MODULES)
+def test_docstring_examples_of_the_spec_modules_run(name):
+    result = doctest.testmod(importlib.import_module(name),
+                             optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0
 
 
 # -- a malformed spec fails, naming the file, the entry and the field --
@@ -140,103 +199,115 @@ def write_spec(tmp_path: Path, entries: list, name: str = "probe.yaml") -> Path:
     return path
 
 
-def spec_error(tmp_path: Path, change) -> str:
-    entry = copy.deepcopy(VALID_ENTRY)
-    change(entry)
-    path = write_spec(tmp_path, [entry])
-    with pytest.raises(spec.SpecError) as caught:
-        spec.load_spec([path])
-    return str(caught.value)
+@pytest.fixture(params=[True, False], ids=["with-schema", "typed-model-only"])
+def validate(request) -> bool:
+    """Each malformed spec is rejected by the JSON schema, and by the typed model on its own."""
+    if request.param:
+        pytest.importorskip("jsonschema")
+    return request.param
 
 
-def test_valid_probe_spec_loads(tmp_path):
-    (entry,) = spec.load_spec([write_spec(tmp_path, [VALID_ENTRY])])
+@pytest.fixture
+def spec_error(tmp_path, validate):
+    def load_changed(change) -> str:
+        entry = copy.deepcopy(VALID_ENTRY)
+        change(entry)
+        path = write_spec(tmp_path, [entry])
+        with pytest.raises(spec.SpecError) as caught:
+            spec.load_spec([path], validate=validate)
+        return str(caught.value)
+
+    return load_changed
+
+
+def test_valid_probe_spec_loads(tmp_path, validate):
+    (entry,) = spec.load_spec([write_spec(tmp_path, [VALID_ENTRY])], validate=validate)
     assert entry.id == "probe-entry" and entry.file.endswith("probe.yaml")
 
 
-def test_wrong_field_type_names_file_entry_and_field(tmp_path):
+def test_wrong_field_type_names_file_entry_and_field(spec_error):
     def change(entry):
         entry["checks"][0]["expect"] = [{"outputs_match": {"tol": "small"}}]
 
-    message = spec_error(tmp_path, change)
+    message = spec_error(change)
     assert "probe.yaml" in message
     assert "entry 'probe-entry'" in message
     assert "checks[0].expect[0].outputs_match.tol" in message
     assert "'small' is not of type 'number'" in message
 
 
-def test_missing_quote_names_the_field(tmp_path):
-    message = spec_error(tmp_path, lambda entry: entry.pop("quote"))
+def test_missing_quote_names_the_field(spec_error):
+    message = spec_error(lambda entry: entry.pop("quote"))
     assert "probe.yaml: entry 'probe-entry': field quote:" in message
 
 
-def test_unknown_expectation_kind_names_the_field(tmp_path):
+def test_unknown_expectation_kind_names_the_field(spec_error):
     def change(entry):
         entry["checks"][0]["expect"] = [{"outputs_equal": {"tol": 1e-6}}]
 
-    message = spec_error(tmp_path, change)
+    message = spec_error(change)
     assert "entry 'probe-entry': field checks[0].expect[0]" in message
     assert "outputs_equal" in message
 
 
-def test_step_naming_a_missing_input_names_the_field(tmp_path):
+def test_step_naming_a_missing_input_names_the_field(spec_error):
     def change(entry):
         entry["checks"][0]["steps"] = [{"forward": "y"}]
 
-    message = spec_error(tmp_path, change)
+    message = spec_error(change)
     assert "entry 'probe-entry': field checks[0].steps[0].forward: no input called 'y'" in message
 
 
-def test_expectation_about_a_missing_step_names_the_field(tmp_path):
+def test_expectation_about_a_missing_step_names_the_field(spec_error):
     def change(entry):
         entry["checks"][0]["expect"] = [
             {"normalised_with": {"side": "torch", "step": 3, "stats": "batch", "tol": 1e-5}}]
 
-    message = spec_error(tmp_path, change)
+    message = spec_error(change)
     assert "field checks[0].expect[0].normalised_with.step: there is no step 3" in message
 
 
-def test_paired_expectation_needs_both_sides(tmp_path):
+def test_paired_expectation_needs_both_sides(spec_error):
     def change(entry):
         entry["checks"][0]["expect"] = [{"outputs_match": {"tol": 1e-6}}]
 
-    message = spec_error(tmp_path, change)
+    message = spec_error(change)
     assert "field checks[0].expect[0].outputs_match: compares both frameworks" in message
 
 
-def test_ragged_array_names_the_field(tmp_path):
+def test_ragged_array_names_the_field(spec_error):
     def change(entry):
         entry["checks"][0]["inputs"] = {"x": {"value": [[[[[1.0, 2.0]]], [[[3.0]]]]]}}
 
-    message = spec_error(tmp_path, change)
+    message = spec_error(change)
     assert "field checks[0].inputs.x.value: not a rectangular array of numbers" in message
 
 
-def test_expectation_about_steps_needs_steps(tmp_path):
+def test_expectation_about_steps_needs_steps(spec_error):
     def change(entry):
         del entry["checks"][0]["steps"]
         entry["checks"][0]["expect"] = [
             {"running_stats_follow": {"side": "torch", "momentum": 0.1, "tol": 1e-6}}]
 
-    message = spec_error(tmp_path, change)
+    message = spec_error(change)
     assert "field checks[0].expect[0].running_stats_follow: is about steps, and the check has " \
            "none" in message
 
 
-def test_reference_entry_must_not_quote_the_document(tmp_path):
+def test_reference_entry_must_not_quote_the_document(spec_error):
     def change(entry):
         entry.update(source="reference", section="reference")
 
-    message = spec_error(tmp_path, change)
+    message = spec_error(change)
     assert "entry 'probe-entry'" in message and "statement" in message
 
 
-def test_duplicate_ids_across_files_are_rejected(tmp_path):
+def test_duplicate_ids_across_files_are_rejected(tmp_path, validate):
     first = write_spec(tmp_path, [VALID_ENTRY], "first.yaml")
     second = write_spec(tmp_path, [VALID_ENTRY], "second.yaml")
     with pytest.raises(spec.SpecError, match=r"second\.yaml: entry 'probe-entry': field id: "
                                              r"the id is already used in .*first\.yaml"):
-        spec.load_spec([first, second])
+        spec.load_spec([first, second], validate=validate)
 
 
 def test_invalid_yaml_names_the_file(tmp_path):
@@ -253,16 +324,16 @@ def test_exponents_without_a_dot_are_floats(tmp_path):
     path = tmp_path / "probe.yaml"
     path.write_text("\n".join(lines), encoding="utf-8")
     (loaded,) = spec.load_spec([path])
-    assert loaded.checks[0]["expect"][0]["attribute"]["tol"] == 1e-5
+    assert loaded.checks[0].expect[0].tol == 1e-5
 
 
 # -- the replayer fails when what it replays is wrong --
 
 
-def run_probe(check_changes: dict, target: str = "torch-facade") -> spec.CheckResult:
+def run_probe(check_changes: dict, implementation: str = "torch-facade") -> spec.CheckResult:
     check = copy.deepcopy(VALID_ENTRY["checks"][0])
     check.update(check_changes)
-    return spec.run_check(check, {"torch": target})
+    return spec.run_check(Check.parse(Fields(check, "checks[0]")), {"torch": implementation})
 
 
 def test_replay_fails_on_wrong_statistics():

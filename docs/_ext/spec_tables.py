@@ -9,7 +9,8 @@ Directives
 ``.. bn3d-spec-table:: parameters | torch-states | mindspore-states``
     One of the migration document's three tables, from
     :func:`bn3d.spec.document_tables`: each row links to its spec entry and
-    shows whether that entry passes when replayed against bn3d's facades.
+    shows whether that entry passes when replayed against bn3d's facades (the
+    implementations this build replays).
 ``.. bn3d-spec-claims:: SECTION``
     A compact table of the entries of one spec section (``summary``,
     ``difference-2``, ``reference``, ...): title linked to the entry, status.
@@ -39,8 +40,8 @@ from bn3d import spec
 
 logger = logging.getLogger(__name__)
 
-FACADES = ("torch-facade", "mindspore-facade")
-TARGET_TITLES = {"torch-facade": "torch facade", "mindspore-facade": "MindSpore facade"}
+FACADES = tuple(spec.FACADES.values())
+FACADE_TITLES = {"torch-facade": "torch facade", "mindspore-facade": "MindSpore facade"}
 SECTION_TITLES = {
     "signature": "Signatures",
     "summary": "Summary",
@@ -57,7 +58,7 @@ TABLE_CAPTIONS = {
     "mindspore-states": "mindspore.nn.BatchNorm3d status under different parameters",
 }
 # Which facades a table's rows are replayed against: a state table concerns one framework.
-TABLE_TARGETS = {
+TABLE_FACADES = {
     "parameters": FACADES,
     "torch-states": ("torch-facade",),
     "mindspore-states": ("mindspore-facade",),
@@ -100,11 +101,11 @@ def results() -> _Results:
 # -- node helpers ------------------------------------------------------------------------
 
 
-def status_badge(status: str, target: str | None = None) -> nodes.inline:
+def status_badge(status: str, facade: str | None = None) -> nodes.inline:
     """``✔ pass`` / ``✘ fail`` / ``– skipped``, coloured by CSS class."""
     text = f"{STATUS_SYMBOLS.get(status, '?')} {status}"
-    if target is not None:
-        text = f"{TARGET_TITLES[target]}: {text}"
+    if facade is not None:
+        text = f"{FACADE_TITLES[facade]}: {text}"
     return nodes.inline(text, text, classes=["bn3d-status", f"bn3d-status-{status}"])
 
 
@@ -201,7 +202,7 @@ class SpecTableDirective(SphinxDirective):
         if not rows:
             logger.warning("bn3d spec: no entry stands for a row of the %s table", table_name,
                            location=(self.env.docname, self.lineno))
-        targets = TABLE_TARGETS[table_name]
+        facades = TABLE_FACADES[table_name]
         caption = self.options.get("caption", TABLE_CAPTIONS[table_name])
         if table_name == "parameters":
             headers = ["Row", "PyTorch", "MindSpore", "Differences (the document's words)",
@@ -228,7 +229,7 @@ class SpecTableDirective(SphinxDirective):
                 else:
                     cells.append(value_cell(row.cells.get(key)))
             cells.append(self._text_cell(row.cells.get(text_key, ""), row.note))
-            cells.append(self._checked_cell(row, targets))
+            cells.append(self._checked_cell(row, facades))
             body.append(cells)
         return [make_table(headers, body, widths, caption, classes=[f"bn3d-{table_name}"])]
 
@@ -240,10 +241,10 @@ class SpecTableDirective(SphinxDirective):
                                      nodes.Text(note), classes=["bn3d-note"]))
         return content
 
-    def _checked_cell(self, row: spec.TableRow, targets: Sequence[str]) -> list[nodes.Node]:
+    def _checked_cell(self, row: spec.TableRow, facades: Sequence[str]) -> list[nodes.Node]:
         content: list[nodes.Node] = [paragraph(entry_link(self.env, row.entry_id))]
-        for target in targets:
-            content.append(paragraph(status_badge(row.status[target], target)))
+        for facade in facades:
+            content.append(paragraph(status_badge(row.status[facade], facade)))
         return content
 
 
@@ -263,12 +264,12 @@ class SpecClaimsDirective(SphinxDirective):
         if not entries:
             logger.warning("bn3d spec: no entry in section %s", section,
                            location=(self.env.docname, self.lineno))
-        headers = ["Claim", *(TARGET_TITLES[target] for target in FACADES)]
+        headers = ["Claim", *(FACADE_TITLES[facade] for facade in FACADES)]
         body = []
         for entry in entries:
             claim = [paragraph(entry_link(self.env, entry.id, entry.title, literal=False))]
-            statuses = [[status_badge(data.verified[entry.id][target].status)]
-                        for target in FACADES]
+            statuses = [[status_badge(data.verified[entry.id][facade].status)]
+                        for facade in FACADES]
             body.append([claim, *statuses])
         return [make_table(headers, body, [64, 18, 18], classes=["bn3d-claims"])]
 
@@ -304,8 +305,8 @@ class SpecEntriesDirective(SphinxDirective):
             nodes.literal(text=entry.id), nodes.Text(f" \u00b7 {source} \u00b7 "),
             nodes.literal(text=f"spec/{Path(entry.file).name}"), classes=["bn3d-entry-meta"])
         badges: list[nodes.Node] = [nodes.Text("Replayed: ")]
-        for target in FACADES:
-            badges += [status_badge(replayed[target].status, target), nodes.Text(" ")]
+        for facade in FACADES:
+            badges += [status_badge(replayed[facade].status, facade), nodes.Text(" ")]
         section += paragraph(*badges[:-1], classes=["bn3d-entry-meta"])
         if entry.source == "document":
             section += nodes.block_quote("", paragraph(nodes.Text(entry.text)),
@@ -317,9 +318,9 @@ class SpecEntriesDirective(SphinxDirective):
                                     paragraph(nodes.Text(entry.note)), classes=["note"])
             section += note
         section += self._checks_table(entry, replayed)
-        failures = [f"{TARGET_TITLES[target]}: {message}" for target in FACADES
-                    if replayed[target].status == spec.FAIL
-                    for message in replayed[target].messages]
+        failures = [f"{FACADE_TITLES[facade]}: {message}" for facade in FACADES
+                    if replayed[facade].status == spec.FAIL
+                    for message in replayed[facade].messages]
         if failures:
             items = nodes.bullet_list()
             for message in failures:
@@ -333,14 +334,14 @@ class SpecEntriesDirective(SphinxDirective):
     def _checks_table(entry: spec.Entry, replayed: dict[str, spec.EntryResult]) -> nodes.table:
         body = []
         for index, check in enumerate(entry.checks):
-            sides = ", ".join(check["sides"])
-            cells: list[list[nodes.Node]] = [[nodes.literal(text=check["name"])],
+            sides = ", ".join(check.sides)
+            cells: list[list[nodes.Node]] = [[nodes.literal(text=check.name)],
                                              [nodes.Text(sides)]]
-            for target in FACADES:
-                result = replayed[target].checks[index]
+            for facade in FACADES:
+                result = replayed[facade].checks[index]
                 cells.append([status_badge(result.status)])
             body.append(cells)
-        return make_table(["Check", "Frameworks", *(TARGET_TITLES[t] for t in FACADES)], body,
+        return make_table(["Check", "Frameworks", *(FACADE_TITLES[f] for f in FACADES)], body,
                           [46, 18, 18, 18], classes=["bn3d-checks"])
 
 

@@ -1,20 +1,20 @@
-"""The modules a spec entry is replayed against: bn3d's two facades and the real frameworks.
+"""The implementations a check runs on: bn3d's two facades and the real frameworks.
 
-A *target* names one implementation of one framework's ``BatchNorm3d``:
+An *implementation* is one ``BatchNorm3d`` of one *framework*:
 
-============================  ===========  ====================================
-target                        framework    module
-============================  ===========  ====================================
-``torch-facade``              torch        :class:`bn3d.torch_nn.BatchNorm3d`
-``mindspore-facade``          mindspore    :class:`bn3d.mindspore_nn.BatchNorm3d`
-``torch``                     torch        ``torch.nn.BatchNorm3d`` (if it imports)
-``mindspore``                 mindspore    ``mindspore.nn.BatchNorm3d`` (if it imports)
-============================  ===========  ====================================
+======================  ===========  ==========================================
+implementation          framework    module
+======================  ===========  ==========================================
+``torch-facade``        torch        :class:`bn3d.torch_nn.BatchNorm3d`
+``mindspore-facade``    mindspore    :class:`bn3d.mindspore_nn.BatchNorm3d`
+``torch``               torch        ``torch.nn.BatchNorm3d`` (where it imports)
+``mindspore``           mindspore    ``mindspore.nn.BatchNorm3d`` (where it imports)
+======================  ===========  ==========================================
 
-:func:`open_side` wraps a target in a :class:`Side`, the small interface the
-replayer drives: build the module, switch its mode, call it on a numpy array,
-and read its state back as numpy arrays. The adapters for the real frameworks
-only convert arrays to and from the framework's tensors.
+:func:`open_implementation` returns an :class:`Implementation`, the small
+interface the runner drives: build the module, switch its mode, call it on a
+numpy array, and read its state back as numpy arrays. The adapters of the real
+frameworks only convert arrays to and from the framework's tensors.
 """
 
 from __future__ import annotations
@@ -26,28 +26,39 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-__all__ = ["FRAMEWORK", "PARTNER", "TARGETS", "Side", "TargetUnavailable", "open_side", "plain"]
+__all__ = [
+    "FACADES",
+    "FRAMEWORKS",
+    "FRAMEWORK_OF",
+    "IMPLEMENTATIONS",
+    "MODES",
+    "Implementation",
+    "ImplementationUnavailable",
+    "open_implementation",
+    "plain",
+]
 
-TARGETS = ("torch-facade", "mindspore-facade", "torch", "mindspore")
-FRAMEWORK = {
+FRAMEWORKS = ("torch", "mindspore")
+IMPLEMENTATIONS = ("torch-facade", "mindspore-facade", "torch", "mindspore")
+FRAMEWORK_OF = {
     "torch-facade": "torch",
     "torch": "torch",
     "mindspore-facade": "mindspore",
     "mindspore": "mindspore",
 }
-# Who plays the other framework when a check compares both: always a bn3d facade.
-PARTNER = {
-    "torch-facade": "mindspore-facade",
-    "torch": "mindspore-facade",
-    "mindspore-facade": "torch-facade",
-    "mindspore": "torch-facade",
+#: framework -> bn3d's facade of it (which runs the other framework's side of a check).
+FACADES = {"torch": "torch-facade", "mindspore": "mindspore-facade"}
+#: framework -> the modes a side can set (``'default'``: as constructed).
+MODES = {
+    "torch": ("default", "train", "eval"),
+    "mindspore": ("default", "set_train", "set_train(False)"),
 }
 # MindSpore appends this (and a C++ call stack) to the messages of its primitives' errors.
 _MINDSPORE_STACK_MARKER = "\n\n----------------------------------------------------\n"
 
 
-class TargetUnavailable(Exception):
-    """The target's module does not import here; the message says why."""
+class ImplementationUnavailable(Exception):
+    """The implementation's module does not import here; the message says why."""
 
 
 def plain(value: Any) -> Any:
@@ -80,13 +91,13 @@ def plain(value: Any) -> Any:
     return value
 
 
-class Side(abc.ABC):
-    """One framework's ``BatchNorm3d``, driven by the spec replayer.
+class Implementation(abc.ABC):
+    """One implementation's ``BatchNorm3d``, driven by the runner.
 
     Parameters
     ----------
-    target : str
-        The target's name, one of :data:`TARGETS`.
+    name : str
+        One of :data:`IMPLEMENTATIONS`.
     module_class : type
         The ``BatchNorm3d`` class to build.
     """
@@ -96,29 +107,33 @@ class Side(abc.ABC):
     stats_paths: ClassVar[tuple[str, str]]
     scale_shift_paths: ClassVar[tuple[str, str]]
 
-    def __init__(self, target: str, module_class: type) -> None:
-        self.target = target
+    def __init__(self, name: str, module_class: type) -> None:
+        self.name = name
         self._module_class = module_class
         self.module: Any = None
 
     def __str__(self) -> str:
-        return self.target
+        return self.name
 
-    def build(self, kwargs: Mapping[str, Any]) -> None:
+    def build(self, arguments: Mapping[str, Any]) -> None:
         """Construct the module; numpy array arguments become the framework's arrays."""
         self.module = self._module_class(
-            **{name: self._argument(value) for name, value in kwargs.items()}
+            **{name: self._argument(value) for name, value in arguments.items()}
         )
 
     @abc.abstractmethod
     def set_mode(self, mode: str) -> None:
-        """Switch the module's mode (``'default'`` leaves it as constructed)."""
+        """Switch the module's mode, one of :data:`MODES` (``'default'`` leaves it as it is)."""
+
+    def load(self, values: Mapping[str, np.ndarray]) -> None:
+        """Load state ``values`` after construction (only torch's modules can)."""
+        raise NotImplementedError(f"{self.name} does not load state")
 
     def forward(self, x: np.ndarray, keyword: bool = False) -> np.ndarray:
         """Call the module on ``x`` (by its documented keyword if ``keyword``)."""
         data = self._tensor(x)
         output = self.module(**{self.input_keyword: data}) if keyword else self.module(data)
-        return plain(output)
+        return plain(output)  # type: ignore[no-any-return]
 
     def value(self, path: str) -> Any:
         """The module's attribute at dotted ``path``, as :func:`plain` returns it."""
@@ -143,6 +158,10 @@ class Side(abc.ABC):
     def state_keys(self) -> list[str]:
         """The names of the module's saved state, in the framework's order."""
 
+    def trainable(self) -> list[str]:
+        """The names of the trainable parameters (only MindSpore's modules list them)."""
+        raise NotImplementedError(f"{self.name} does not list trainable parameters")
+
     def error_message(self, error: BaseException) -> str:
         """The message the user reads first."""
         return str(error)
@@ -154,8 +173,8 @@ class Side(abc.ABC):
         return array
 
 
-class TorchSide(Side):
-    """``torch.nn.BatchNorm3d`` or bn3d's mirror of it."""
+class TorchImplementation(Implementation):
+    """``torch.nn.BatchNorm3d`` or bn3d's facade of it."""
 
     framework = "torch"
     input_keyword = "input"
@@ -178,11 +197,11 @@ class TorchSide(Side):
         return list(self.module.state_dict())
 
 
-class RealTorchSide(TorchSide):
+class RealTorch(TorchImplementation):
     """``torch.nn.BatchNorm3d`` with numpy arrays converted to and from tensors."""
 
-    def __init__(self, target: str, module_class: type, torch: Any) -> None:
-        super().__init__(target, module_class)
+    def __init__(self, name: str, module_class: type, torch: Any) -> None:
+        super().__init__(name, module_class)
         self._torch = torch
 
     def forward(self, x: np.ndarray, keyword: bool = False) -> np.ndarray:
@@ -199,8 +218,8 @@ class RealTorchSide(TorchSide):
         return self._torch.from_numpy(np.ascontiguousarray(array))
 
 
-class MindSporeSide(Side):
-    """``mindspore.nn.BatchNorm3d`` or bn3d's mirror of it."""
+class MindSporeImplementation(Implementation):
+    """``mindspore.nn.BatchNorm3d`` or bn3d's facade of it."""
 
     framework = "mindspore"
     input_keyword = "x"
@@ -221,11 +240,11 @@ class MindSporeSide(Side):
         return [parameter.name for parameter in self.module.trainable_params()]
 
 
-class RealMindSporeSide(MindSporeSide):
+class RealMindSpore(MindSporeImplementation):
     """``mindspore.nn.BatchNorm3d`` with numpy arrays converted to and from Tensors."""
 
-    def __init__(self, target: str, module_class: type, mindspore: Any) -> None:
-        super().__init__(target, module_class)
+    def __init__(self, name: str, module_class: type, mindspore: Any) -> None:
+        super().__init__(name, module_class)
         self._mindspore = mindspore
 
     def error_message(self, error: BaseException) -> str:
@@ -245,49 +264,50 @@ class RealMindSporeSide(MindSporeSide):
 
 def _facade_class(module_name: str) -> type:
     """``BatchNorm3d`` of a bn3d facade module, looked up now (so tests can patch it)."""
-    return importlib.import_module(module_name).BatchNorm3d
+    return importlib.import_module(module_name).BatchNorm3d  # type: ignore[no-any-return]
 
 
 def _framework(name: str) -> Any:
     try:
         return importlib.import_module(name)
     except Exception as error:  # a broken install raises OSError, RuntimeError, ...
-        raise TargetUnavailable(f"{name} is not importable ({error})") from error
+        raise ImplementationUnavailable(f"{name} is not importable ({error})") from error
 
 
-def open_side(target: str) -> Side:
-    """A fresh :class:`Side` for ``target``.
+def open_implementation(name: str) -> Implementation:
+    """A fresh :class:`Implementation` called ``name``.
 
     Parameters
     ----------
-    target : str
-        One of :data:`TARGETS`.
+    name : str
+        One of :data:`IMPLEMENTATIONS`.
 
     Returns
     -------
-    Side
+    Implementation
 
     Raises
     ------
-    TargetUnavailable
-        If the target's module does not import here.
+    ImplementationUnavailable
+        If the implementation's module does not import here.
     ValueError
-        If ``target`` is not one of :data:`TARGETS`.
+        If ``name`` is not one of :data:`IMPLEMENTATIONS`.
 
     Examples
     --------
-    >>> side = open_side("torch-facade")
-    >>> side.framework, str(side)
+    >>> implementation = open_implementation("torch-facade")
+    >>> implementation.framework, str(implementation)
     ('torch', 'torch-facade')
     """
-    if target == "torch-facade":
-        return TorchSide(target, _facade_class("bn3d.torch_nn"))
-    if target == "mindspore-facade":
-        return MindSporeSide(target, _facade_class("bn3d.mindspore_nn"))
-    if target == "torch":
+    if name == "torch-facade":
+        return TorchImplementation(name, _facade_class("bn3d.torch_nn"))
+    if name == "mindspore-facade":
+        return MindSporeImplementation(name, _facade_class("bn3d.mindspore_nn"))
+    if name == "torch":
         torch = _framework("torch")
-        return RealTorchSide(target, torch.nn.BatchNorm3d, torch)
-    if target == "mindspore":
+        return RealTorch(name, torch.nn.BatchNorm3d, torch)
+    if name == "mindspore":
         mindspore = _framework("mindspore")
-        return RealMindSporeSide(target, mindspore.nn.BatchNorm3d, mindspore)
-    raise ValueError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
+        return RealMindSpore(name, mindspore.nn.BatchNorm3d, mindspore)
+    raise ValueError(f"unknown implementation {name!r}; expected one of "
+                     f"{', '.join(IMPLEMENTATIONS)}")
