@@ -74,6 +74,13 @@ cdef extern from "kernels.h" nogil:
                                                    Py_ssize_t size, Py_ssize_t channels,
                                                    const double *mean, double *sum,
                                                    double *dot) noexcept nogil
+        void (*gather_channels_float)(const float *x, Py_ssize_t position_stride,
+                                      Py_ssize_t row_stride, Py_ssize_t rows, Py_ssize_t size,
+                                      Py_ssize_t channels, float *out) noexcept nogil
+        void (*gather_channels_double)(const double *x, Py_ssize_t position_stride,
+                                       Py_ssize_t row_stride, Py_ssize_t rows,
+                                       Py_ssize_t size, Py_ssize_t channels,
+                                       double *out) noexcept nogil
         void (*affine_periodic_float)(const float *x, float *y, Py_ssize_t count,
                                       Py_ssize_t channels, Py_ssize_t first_channel,
                                       const float *mean_hi, const float *mean_lo,

@@ -318,10 +318,14 @@ def pilots(const floating[:, :, :] x, bint channels_last, double[::1] pilot_out)
     """The pilot of each channel: the mean of its first block, which must be the first
     block of ``x`` (rows ``0 .. G - 1`` of the batch, ``l`` from 0)."""
     cdef Geometry geometry = make_geometry(x, channels_last, 0)
+    cdef int status
     if geometry.channels == 0 or geometry.blocks == 0:
         return
     with nogil:
-        first_block_pilots(&geometry, &x[0, 0, 0], strides_of(x, channels_last), &pilot_out[0])
+        status = first_block_pilots(&geometry, &x[0, 0, 0], strides_of(x, channels_last),
+                                    &pilot_out[0])
+    if status != 0:
+        raise MemoryError()
 
 
 def moment_partials(const floating[:, :, :] x, bint channels_last, const double[::1] pilot,
@@ -619,19 +623,45 @@ cdef inline Moments block_moments(const Geometry *geometry, const floating *x,
 
 
 cdef inline void tile_moments(const Geometry *geometry, const floating *x, const Strides *s,
-                              Py_ssize_t group, Py_ssize_t index, double *mean,
-                              double *m2) noexcept nogil:
-    """Channels last: the moments of block ``index`` of every channel of ``group``."""
+                              Py_ssize_t group, Py_ssize_t index, floating *scratch,
+                              double *mean, double *m2) noexcept nogil:
+    """Channels last: the moments of block ``index`` of every channel of ``group``: a full
+    group by the channels-last kernel, which vectorises across the channels; a narrower
+    one gathered into ``scratch`` (GROUP * BLOCK elements) and reduced by the
+    channels-first kernel. Both have the channels-first bits."""
     cdef Block block = locate_block(geometry, index)
-    cdef Py_ssize_t first = group * GROUP
+    cdef Py_ssize_t first = group * GROUP, k, run = block.rows * block.size
     cdef Py_ssize_t count = min(<Py_ssize_t>GROUP, geometry.channels - first)
     cdef const floating *start = x + at(s, block.first_row, first, block.start)
+    if count == GROUP:  # a full group: reduced in place, vectorised across its channels
+        if floating is float:
+            kernels.moments_channels_last_float(start, s.position, s.sample, block.rows,
+                                                block.size, count, mean, m2)
+        else:
+            kernels.moments_channels_last_double(start, s.position, s.sample, block.rows,
+                                                 block.size, count, mean, m2)
+        return
+    gather_tile(x, s, &block, first, count, scratch)
+    for k in range(count):
+        if floating is float:
+            kernels.moments_float(scratch + k * run, block.size, block.rows, block.size,
+                                  &mean[k], &m2[k])
+        else:
+            kernels.moments_double(scratch + k * run, block.size, block.rows, block.size,
+                                   &mean[k], &m2[k])
+
+
+cdef inline void gather_tile(const floating *x, const Strides *s, const Block *block,
+                             Py_ssize_t first, Py_ssize_t count,
+                             floating *scratch) noexcept nogil:
+    """Channels last: channels ``first .. first + count - 1`` of a block, one run each."""
+    cdef const floating *start = x + at(s, block.first_row, first, block.start)
     if floating is float:
-        kernels.moments_channels_last_float(start, s.position, s.sample, block.rows, block.size,
-                                            count, mean, m2)
+        kernels.gather_channels_float(start, s.position, s.sample, block.rows, block.size,
+                                      count, scratch)
     else:
-        kernels.moments_channels_last_double(start, s.position, s.sample, block.rows, block.size,
-                                             count, mean, m2)
+        kernels.gather_channels_double(start, s.position, s.sample, block.rows, block.size,
+                                       count, scratch)
 
 
 cdef inline void add_block(bn3d_moment_sums *sums, double pilot, const Geometry *geometry,
@@ -670,7 +700,7 @@ cdef int reduce_moments(const Geometry *geometry, const floating *x, Strides s,
     """The moment sums of every channel, given its pilot. Returns -1 when out of memory."""
     cdef Py_ssize_t channels = geometry.channels, groups, item, c, t
     cdef bn3d_moment_sums *shared
-    cdef double *means
+    cdef floating *scratch
     cdef int team = 1 if serial(threads) else threads
     for c in range(channels):
         bn3d_moment_sums_clear(&sums[c])
@@ -686,59 +716,66 @@ cdef int reduce_moments(const Geometry *geometry, const floating *x, Strides s,
         return 0
     groups = groups_of(geometry)
     shared = <bn3d_moment_sums *>malloc(team * channels * sizeof(bn3d_moment_sums))
-    means = <double *>malloc(team * 2 * GROUP * sizeof(double))
-    if shared == NULL or means == NULL:
+    scratch = <floating *>malloc(team * GROUP * BLOCK * sizeof(floating))
+    if shared == NULL or scratch == NULL:
         free(shared)
-        free(means)
+        free(scratch)
         return -1
     for item in range(team * channels):
         bn3d_moment_sums_clear(&shared[item])
     if serial(threads):
         for item in range(geometry.blocks * groups):
-            tile_sums(geometry, x, &s, item, groups, pilot, shared, means)
+            tile_sums(geometry, x, &s, item, groups, pilot, shared, scratch)
     else:
         for item in prange(geometry.blocks * groups, schedule="static", num_threads=threads):
             t = threadid()
             tile_sums(geometry, x, &s, item, groups, pilot, shared + t * channels,
-                      means + t * 2 * GROUP)
+                      scratch + t * GROUP * BLOCK)
     for c in range(channels):
         for t in range(team):
             bn3d_moment_sums_merge(&sums[c], &shared[t * channels + c])
     free(shared)
-    free(means)
+    free(scratch)
     return 0
 
 
 cdef inline void tile_sums(const Geometry *geometry, const floating *x, const Strides *s,
                            Py_ssize_t item, Py_ssize_t groups, const double *pilot,
-                           bn3d_moment_sums *sums, double *scratch) noexcept nogil:
+                           bn3d_moment_sums *sums, floating *scratch) noexcept nogil:
     """Channels last: add the moments of tile ``item`` (block ``item // groups`` of
     channel group ``item % groups``) into ``sums``."""
     cdef Py_ssize_t index = item // groups, group = item % groups, k, c
     cdef Py_ssize_t first = group * GROUP
-    cdef Py_ssize_t count = min(<Py_ssize_t>GROUP, geometry.channels - first)
-    tile_moments(geometry, x, s, group, index, scratch, scratch + GROUP)
-    for k in range(count):
+    cdef double mean[GROUP]
+    cdef double m2[GROUP]
+    tile_moments(geometry, x, s, group, index, scratch, mean, m2)
+    for k in range(min(<Py_ssize_t>GROUP, geometry.channels - first)):
         c = first + k
-        add_block(&sums[c], pilot[c], geometry, index, scratch[k], scratch[GROUP + k])
+        add_block(&sums[c], pilot[c], geometry, index, mean[k], m2[k])
 
 
-cdef void first_block_pilots(const Geometry *geometry, const floating *x, Strides s,
-                             double *pilot) noexcept nogil:
+cdef int first_block_pilots(const Geometry *geometry, const floating *x, Strides s,
+                            double *pilot) noexcept nogil:
     """The pilot of every channel: the mean of its block 0 (channels last, a group of
-    channels at a time)."""
+    channels at a time). Returns -1 when out of memory."""
     cdef Py_ssize_t c, group, k, first
     cdef double mean[GROUP]
     cdef double m2[GROUP]
+    cdef floating *scratch
     if not geometry.channels_last:
         for c in range(geometry.channels):
             pilot[c] = bn3d_pilot(block_moments(geometry, x, &s, c, 0).mean)
-        return
+        return 0
+    scratch = <floating *>malloc(GROUP * BLOCK * sizeof(floating))
+    if scratch == NULL:
+        return -1
     for group in range(groups_of(geometry)):
-        tile_moments(geometry, x, &s, group, 0, mean, m2)
+        tile_moments(geometry, x, &s, group, 0, scratch, mean, m2)
         first = group * GROUP
         for k in range(min(<Py_ssize_t>GROUP, geometry.channels - first)):
             pilot[first + k] = bn3d_pilot(mean[k])
+    free(scratch)
+    return 0
 
 
 # ==========================================================================================
@@ -785,8 +822,9 @@ cdef int normalise_train(const Geometry *geometry, const floating *x, Strides xs
         status = normalise_train_shared(geometry, x, &xs, y, &ys, weight, bias, out, pilot,
                                         sums, threads)
     else:
-        first_block_pilots(geometry, x, xs, pilot)
-        status = reduce_moments(geometry, x, xs, pilot, sums, threads)
+        status = first_block_pilots(geometry, x, xs, pilot)
+        if status == 0:
+            status = reduce_moments(geometry, x, xs, pilot, sums, threads)
         if status == 0:
             for c in range(channels):
                 scale[c] = store_statistics(&sums[c], pilot[c], out, c)
@@ -1221,15 +1259,20 @@ cdef int reduce_gradients(const Geometry *geometry, const floating *g, Strides g
     cdef int team = 1 if serial(threads) else threads
     cdef bn3d_gradient_totals *shared
     cdef double *scratch
+    cdef floating *tiles = NULL
+    cdef Py_ssize_t tile = 2 * GROUP * BLOCK if geometry.channels_last else 0
     for c in range(channels):
         bn3d_gradient_totals_clear(&sums[c])
     if channels == 0 or geometry.blocks == 0:
         return 0
     shared = <bn3d_gradient_totals *>malloc(team * channels * sizeof(bn3d_gradient_totals))
-    scratch = <double *>malloc(team * 2 * max(channels, <Py_ssize_t>GROUP) * sizeof(double))
-    if shared == NULL or scratch == NULL:
+    scratch = <double *>malloc(team * 2 * channels * sizeof(double))
+    if geometry.channels_last:
+        tiles = <floating *>malloc(team * tile * sizeof(floating))
+    if shared == NULL or scratch == NULL or (geometry.channels_last and tiles == NULL):
         free(shared)
         free(scratch)
+        free(tiles)
         return -1
     for item in range(team * channels):
         bn3d_gradient_totals_clear(&shared[item])
@@ -1241,53 +1284,63 @@ cdef int reduce_gradients(const Geometry *geometry, const floating *g, Strides g
         items = channels * geometry.blocks
     if serial(threads):
         for item in range(items):
-            gradient_item(geometry, item, g, &gs, x, &xs, mean, shared, scratch)
+            gradient_item(geometry, item, g, &gs, x, &xs, mean, shared, scratch, tiles)
     else:
         for item in prange(items, schedule="static", num_threads=threads):
             t = threadid()
             gradient_item(geometry, item, g, &gs, x, &xs, mean, shared + t * channels,
-                          scratch + t * 2 * max(channels, <Py_ssize_t>GROUP))
+                          scratch + t * 2 * channels, tiles + t * tile if tile else NULL)
     for c in range(channels):
         for t in range(team):
             bn3d_gradient_totals_merge(&sums[c], &shared[t * channels + c])
     free(shared)
     free(scratch)
+    free(tiles)
     return 0
 
 
 cdef inline void gradient_item(const Geometry *geometry, Py_ssize_t item,
                                const floating *g, const Strides *gs,
                                const floating *x, const Strides *xs, const double *mean,
-                               bn3d_gradient_totals *sums, double *scratch) noexcept nogil:
+                               bn3d_gradient_totals *sums, double *scratch,
+                               floating *tiles) noexcept nogil:
     """Add the gradient sums of work item ``item`` of ``reduce_gradients`` into ``sums``
-    (``scratch``: 2 * max(C, GROUP) doubles)."""
-    cdef Py_ssize_t channels = geometry.channels, groups, group, first, count, k, r, c
-    cdef Py_ssize_t index
+    (``scratch``: 2 C doubles; ``tiles``, channels last: 2 GROUP BLOCK elements)."""
+    cdef Py_ssize_t channels = geometry.channels, groups, group, first, count, k, c, r, run
     cdef Block block
     cdef double *block_sum = scratch
-    cdef double *block_dot
+    cdef double *block_dot = scratch + channels
     if geometry.channels_last:
+        # Gathered into one run per channel, then summed as channels first sums it.
         groups = groups_of(geometry)
-        index = item // groups
         group = item % groups
-        block = locate_block(geometry, index)
+        block = locate_block(geometry, item // groups)
         first = group * GROUP
         count = min(<Py_ssize_t>GROUP, channels - first)
-        block_dot = scratch + GROUP
+        run = block.rows * block.size
+        if count == GROUP:  # a full group: summed in place, vectorised across its channels
+            for k in range(count):
+                block_sum[k] = 0.0
+                block_dot[k] = 0.0
+            for r in range(block.first_row, block.first_row + block.rows):
+                gradient_run_channels_last(g + at(gs, r, first, block.start), gs.position,
+                                           x + at(xs, r, first, block.start), xs.position,
+                                           block.size, count, mean + first, block_sum,
+                                           block_dot, geometry.rows_per_block > 1)
+            for k in range(count):
+                bn3d_gradient_totals_add(&sums[first + k], <double>run, block_sum[k],
+                                         block_dot[k])
+            return
+        gather_tile(g, gs, &block, first, count, tiles)
+        gather_tile(x, xs, &block, first, count, tiles + GROUP * BLOCK)
         for k in range(count):
             block_sum[k] = 0.0
             block_dot[k] = 0.0
-        for r in range(block.first_row, block.first_row + block.rows):
-            gradient_run_channels_last(g + at(gs, r, first, block.start), gs.position,
-                                       x + at(xs, r, first, block.start), xs.position, block.size,
-                                       count, mean + first, block_sum, block_dot,
-                                       geometry.rows_per_block > 1)
-        for k in range(count):
-            bn3d_gradient_totals_add(&sums[first + k], <double>(block.rows * block.size),
-                                     block_sum[k], block_dot[k])
+            run_gradient_sums(geometry, &block, tiles + k * run, tiles + GROUP * BLOCK + k * run,
+                              mean[first + k], &block_sum[k], &block_dot[k])
+            bn3d_gradient_totals_add(&sums[first + k], <double>run, block_sum[k], block_dot[k])
     elif geometry.rows_per_block > 1:
         block = locate_block(geometry, item)
-        block_dot = scratch + channels
         for c in range(channels):
             block_sum[c] = 0.0
             block_dot[c] = 0.0
@@ -1332,6 +1385,25 @@ cdef inline void gradient_run_channels_last(const floating *g, Py_ssize_t g_stri
         else:
             block_sum[k] = sum[k]
             block_dot[k] = dot[k]
+
+
+cdef inline void run_gradient_sums(const Geometry *geometry, const Block *block,
+                                   const floating *g, const floating *x, double mean,
+                                   double *sum, double *dot) noexcept nogil:
+    """The gradient sums of one channel's gathered block, as channels first takes them: a
+    segment of a long row in one run; short rows one by one, added from zero in order."""
+    cdef double mean_of_channel = mean
+    if geometry.rows_per_block == 1:
+        if floating is float:
+            kernels.gradient_sums_float(g, x, block.size, mean, sum, dot)
+        else:
+            kernels.gradient_sums_double(g, x, block.size, mean, sum, dot)
+    elif floating is float:
+        kernels.gradient_rows_float(g, block.size, 0, x, block.size, 0, 1, block.size, 0,
+                                    block.rows, &mean_of_channel, sum, dot)
+    else:
+        kernels.gradient_rows_double(g, block.size, 0, x, block.size, 0, 1, block.size, 0,
+                                     block.rows, &mean_of_channel, sum, dot)
 
 
 cdef int apply_grad_input(const Geometry *geometry, const floating *g, Strides gs,

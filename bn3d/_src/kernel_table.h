@@ -3,6 +3,7 @@
 #ifndef BN3D_KERNEL_TABLE_H
 #define BN3D_KERNEL_TABLE_H
 
+#include "gather.h"
 #include "gradient_sums.h"
 #include "kernels.h"
 #include "maps.h"
@@ -28,6 +29,8 @@ static const bn3d_kernel_table bn3d_this_target = {
     bn3d_moments_channels_last_double,
     bn3d_gradient_sums_channels_last_float,
     bn3d_gradient_sums_channels_last_double,
+    bn3d_gather_channels_float,
+    bn3d_gather_channels_double,
     bn3d_affine_periodic_float,
     bn3d_affine_periodic_double,
     bn3d_grad_input_periodic_float,

@@ -1,6 +1,6 @@
 /* bn3d's numerical kernels, as a table of functions for one instruction set.
  *
- * The kernels (moments.h, gradient_sums.h, maps.h) are written once and compiled once
+ * The kernels (moments.h, gradient_sums.h, maps.h, gather.h) are written once and compiled once
  * per instruction set: kernels_x86_64_v4.c (AVX-512), kernels_x86_64_v3.c (AVX2) and
  * kernels_baseline.c each include kernel_table.h under their own target and export the
  * table of their versions; dispatch.c chooses a table when the module loads. All
@@ -60,7 +60,7 @@ typedef struct bn3d_kernel_table {
                                    ptrdiff_t on, ptrdiff_t oc, ptrdiff_t channels,
                                    ptrdiff_t size, ptrdiff_t first, ptrdiff_t last,
                                    const double *k, int stream);
-    /* channels last (moments.h, gradient_sums.h, maps.h) */
+    /* channels last (moments.h, gradient_sums.h, gather.h, maps.h) */
     void (*moments_channels_last_float)(const float *x, ptrdiff_t position_stride,
                                         ptrdiff_t row_stride, ptrdiff_t rows, ptrdiff_t size,
                                         ptrdiff_t channels, double *mean, double *m2);
@@ -75,6 +75,12 @@ typedef struct bn3d_kernel_table {
                                                const double *x, ptrdiff_t x_stride,
                                                ptrdiff_t size, ptrdiff_t channels,
                                                const double *mean, double *sum, double *dot);
+    void (*gather_channels_float)(const float *x, ptrdiff_t position_stride,
+                                  ptrdiff_t row_stride, ptrdiff_t rows, ptrdiff_t size,
+                                  ptrdiff_t channels, float *out);
+    void (*gather_channels_double)(const double *x, ptrdiff_t position_stride,
+                                   ptrdiff_t row_stride, ptrdiff_t rows, ptrdiff_t size,
+                                   ptrdiff_t channels, double *out);
     void (*affine_periodic_float)(const float *x, float *y, ptrdiff_t count, ptrdiff_t channels,
                                   ptrdiff_t first_channel, const float *mean_hi,
                                   const float *mean_lo, const float *scale, const float *shift,
