@@ -48,16 +48,15 @@ def _verify_batch_size(shape: tuple[int, ...]) -> None:
     for extent in shape[2:]:
         count *= extent
     if count == 1:
-        raise ValueError("Expected more than 1 value per channel when training, "
-                         f"got input size {_torch.size(shape)}")
+        raise _torch.error("one_value_per_channel", size=_torch.size(shape))
 
 
 def _check_eps(eps: Any, training: Any) -> None:
     """torch.nn.functional's eps checks: plain comparisons, so NaN passes."""
     if training and eps <= 0.0:
-        raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
+        raise _torch.error("eps_not_positive", eps=eps)
     elif eps < 0.0:
-        raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
+        raise _torch.error("eps_negative", eps=eps)
 
 
 def _check_parameters(
@@ -76,28 +75,25 @@ def _check_parameters(
     if not use_batch_stats:
         for name in ("running_mean", "running_var"):
             if name in parameters and parameters[name] is None:
-                raise RuntimeError(f"{name} must be defined in evaluation mode")
+                raise _torch.error("undefined_in_evaluation", name=name)
     channels = x.shape[1] if x.ndim >= 2 else 0
     checked = {}
     for name, array in parameters.items():
         if array is not None:
             if array.size != channels:
-                raise RuntimeError(f"{name} should contain {channels} elements not {array.size}")
+                raise _torch.error("element_count", name=name, channels=channels,
+                                   size=array.size)
             if array.ndim != 1 and not (weight_any_shape and name in ("weight", "bias")):
-                raise RuntimeError(f"TensorAccessor expected 1 dims but tensor has {array.ndim}")
+                raise _torch.error("accessor_dims", ndim=array.ndim)
             array = array.reshape(channels)
         checked[name] = array
     if x.ndim < 2:
-        raise IndexError("Dimension out of range (expected to be in range of [-1, 0], but got 1)"
-                         if x.ndim == 1 else "Dimension specified as 1 but tensor has no "
-                         "dimensions")
+        raise _torch.error("dimension_out_of_range" if x.ndim == 1 else "no_dimensions")
     if ("running_mean" in checked) and (checked["running_mean"] is None) != \
             (checked.get("running_var") is None):
-        raise ValueError("running_mean and running_var must either both be None or neither "
-                         "be None")
+        raise _torch.error("running_stats_half_defined")
     if x.dtype.newbyteorder("=") not in _core.FLOAT_DTYPES:
-        raise NotImplementedError(
-            f"\"batch_norm\" not implemented for '{_torch.type_name(x.dtype)}'")
+        raise _torch.error("not_implemented_for_dtype", type=_torch.type_name(x.dtype))
     # torch's order for the dtype rule: weight, bias, running_mean, running_var.
     defined = [checked[name] for name in ("weight", "bias", "running_mean", "running_var")
                if checked.get(name) is not None]
@@ -113,14 +109,14 @@ def _check_parameter_dtypes(dtype: np.dtype, parameter_dtypes: list[np.dtype]) -
         return
     if parameter_dtypes[0] != dtype:
         if any(other != _core.FLOAT32 for other in parameter_dtypes):
-            raise RuntimeError("mixed dtype (CPU): expect parameter to have scalar type of Float")
+            raise _torch.error("mixed_dtype_not_float")
         if _core.compute_dtype(dtype) == dtype:  # not a low-precision input
-            raise RuntimeError("mixed dtype (CPU): all inputs must share same datatype.")
+            raise _torch.error("mixed_dtype_not_low_precision")
         return
     for other in parameter_dtypes:
         if other != dtype:
-            raise RuntimeError(f"expected scalar type {_torch.type_name(dtype)} "
-                               f"but found {_torch.type_name(other)}")
+            raise _torch.error("scalar_type", expected=_torch.type_name(dtype),
+                               found=_torch.type_name(other))
 
 
 # -- public functions -----------------------------------------------------------------------
@@ -190,8 +186,7 @@ def native_batch_norm(
     x, arrays, training, momentum, eps = _parse(input, weight, bias, running_mean, running_var,
                                                 training, momentum, eps, "native_batch_norm")
     if x.size == 0:
-        raise RuntimeError("input tensor must have at least one element, but got input_sizes "
-                           f"= [{', '.join(map(str, x.shape))}]")
+        raise _torch.error("empty_input", sizes=", ".join(map(str, x.shape)))
     return _normalise(x, arrays, training, momentum, eps, out)
 
 
@@ -330,11 +325,9 @@ def _check_empty_affine(x: Array, weight: Array | None, bias: Array | None) -> N
         if array is None:
             continue
         if array.ndim == 0:
-            raise IndexError("invalid index of a 0-dim tensor. Use `tensor.item()` in Python or "
-                             "`tensor.item<T>()` in C++ to convert a 0-dim tensor to a number")
+            raise _torch.error("index_of_0_dim")
         if array.shape[0] == 0:
-            raise IndexError(f"select(): index 0 out of range for tensor of size "
-                             f"[{', '.join(map(str, array.shape))}] at dimension 0")
+            raise _torch.error("select_out_of_range", sizes=", ".join(map(str, array.shape)))
         error = _torch.broadcast_error(x.shape, array.shape[1:])
         if error is not None:
             raise error

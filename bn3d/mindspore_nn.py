@@ -43,7 +43,9 @@ import numpy as np
 
 from . import _core
 from ._call_state import CallState
-from ._mindspore_init import (
+from ._compat import mindspore as _ms
+from ._compat.mindspore import type_name
+from ._mindspore.initializers import (
     Constant,
     Initializer,
     Normal,
@@ -55,7 +57,7 @@ from ._mindspore_init import (
     initializer,
     set_seed,
 )
-from ._mindspore_parameter import Parameter, tensor_data, type_name
+from ._mindspore.parameter import Parameter, tensor_data
 
 __all__ = [
     "BatchNorm3d",
@@ -73,10 +75,8 @@ __all__ = [
 ]
 
 _PRIMITIVE_FLOATS = (np.dtype(np.float16), np.dtype(np.float32))
-_PRIMITIVE_FLOAT_NAMES = "{Tensor[Float16], Tensor[Float32]}"
 # The order in which MindSpore's BatchNorm primitive names its parameter inputs.
 _PRIMITIVE_PARAMETERS = ("scale", "bias", "mean", "variance")
-_SIGNATURE_NAMES = {bool: "bool", int: "int", float: "float", str: "string"}
 # Implicit type promotion between parameters: any number type beats bool and the integers.
 _KIND_RANK = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
 
@@ -113,32 +113,10 @@ def _float32(value: Any) -> np.float32:
         return np.float32(value)
 
 
-def _cpp_float(value: Any) -> str:
-    """A number as MindSpore's C++ messages print it (six significant digits)."""
-    return format(float(value), "g")
-
-
-def _signature_type_name(value: Any) -> str:
-    """The type of an argument as MindSpore's 'Failed calling' message names it."""
-    if value is None:
-        return "None"
-    if isinstance(value, (list, tuple)):
-        kind = "List" if isinstance(value, list) else "Tuple"
-        return f"{kind}<{', '.join(_signature_type_name(item) for item in value)}>"
-    return _SIGNATURE_NAMES.get(type(value), str(type(value)))
-
-
 def _check_epsilon_type(epsilon: Any) -> None:
     if not isinstance(epsilon, (float, np.floating)):
-        raise TypeError(
-            'Failed calling BatchNorm with "BatchNorm(is_training=bool, '
-            f"epsilon={_signature_type_name(epsilon)}, momentum=float, data_format=string)"
-            '(input_x=Tensor, scale=Tensor, bias=Tensor, mean=Tensor, variance=Tensor)".\n'
-            "The valid calling should be: \n"
-            '"BatchNorm(is_training=<bool>, epsilon=<float>, momentum=<float>, '
-            "data_format=<string>)(input_x=<Tensor>, scale=<Tensor>, bias=<Tensor>, "
-            'mean=<Tensor>, variance=<Tensor>)".'
-        )
+        raise _ms.error("failed_calling_batch_norm",
+                        epsilon_type=_ms.signature_type_name(epsilon))
 
 
 def _promoted(first: np.dtype, second: np.dtype) -> np.dtype:
@@ -155,18 +133,13 @@ def _check_convertible(first: np.dtype, second: np.dtype) -> None:
         return
     target = _promoted(first, second)
     source = first if first != target else second
-    raise TypeError(
-        "Data type conversion is not supported for a 'Parameter', nor for the input tensor of "
-        f"an in-place operator, so data type {type_name(source)}, which cannot be converted to "
-        f"data type {type_name(target)} automatically."
-    )
+    raise _ms.error("parameter_conversion", source=type_name(source), target=type_name(target))
 
 
 def _input_array(x: Any) -> np.ndarray:
     array = tensor_data(x)
     if array is None:
-        raise TypeError(f"For primitive[Shape], the input argument must be Tensor, but got "
-                        f"{type(x)}.")
+        raise _ms.error("shape_input_type", type=type(x))
     return array
 
 
@@ -210,17 +183,13 @@ class _BatchNorm2d:
         dtype: Any,
     ) -> None:
         if isinstance(num_features, bool) or not isinstance(num_features, int):
-            raise TypeError("For 'BatchNorm2d', the type of 'num_features' should be 'int', but "
-                            f"got type '{type(num_features).__name__}'.")
+            raise _ms.error("num_features_type", type=type(num_features).__name__)
         if num_features < 1:
-            raise ValueError("For 'BatchNorm2d', the 'num_features' must be at least 1, but got "
-                             f"{num_features}.")
+            raise _ms.error("num_features_value", value=num_features)
         if momentum < 0 or momentum > 1:
-            raise ValueError("For 'BatchNorm2d', the 'momentum' must be a number in range [0, 1], "
-                             f"but got {momentum}.")
+            raise _ms.error("momentum_range", momentum=momentum)
         if use_batch_statistics is not None and not isinstance(use_batch_statistics, bool):
-            raise ValueError("For 'BatchNorm2d', the 'use_batch_statistics' must be a boolean "
-                             f"value or None, but got {use_batch_statistics}.")
+            raise _ms.error("use_batch_statistics_type", value=use_batch_statistics)
         self.num_features = num_features
         self.eps = eps
         self.use_batch_statistics = use_batch_statistics
@@ -280,38 +249,28 @@ class _BatchNorm2d:
             _check_convertible(arrays["mean"].dtype, arrays["variance"].dtype)
         epsilon = _float32(self._primitive_epsilon)
         if not 0 < epsilon <= 1:
-            raise ValueError(f"For primitive[BatchNorm], the eps must be in (0,1], but got "
-                             f"{_cpp_float(epsilon)}.")
+            raise _ms.error("primitive_eps_range", eps=_ms.cpp_float(epsilon))
         if uses_batch and not 0 <= self._primitive_momentum <= 1:
-            raise ValueError(f"For primitive[BatchNorm], the momentum must be in (0,1], but got "
-                             f"{_cpp_float(self._primitive_momentum)}.")
+            raise _ms.error("primitive_momentum_range",
+                            momentum=_ms.cpp_float(self._primitive_momentum))
         for name, array in arrays.items():
             if array.ndim != 1:
-                raise ValueError(f"For primitive[BatchNorm], the rank of {name} must be equal "
-                                 f"to 1, but got {array.ndim}.")
+                raise _ms.error("parameter_rank", name=name, ndim=array.ndim)
         scale_size, bias_size, mean_size, variance_size = (a.shape[0] for a in arrays.values())
         if scale_size != bias_size:
-            raise ValueError(f"For primitive[BatchNorm], the scale and bias: [{scale_size},] "
-                             f"must be equal to [{bias_size},]")
+            raise _ms.error("scale_bias_sizes", scale=scale_size, bias=bias_size)
         if scale_size != x.shape[1]:
-            raise ValueError("For BatchNorm, scale.shape[0] should be equal to input_x's channel "
-                             f"dimension: {x.shape[1]}, bug got scale.shape[0]: {scale_size}.")
+            raise _ms.error("scale_channels", channels=x.shape[1], scale=scale_size)
         if not scale_size == mean_size == variance_size:
-            raise ValueError("For 'BatchNorm', 'scale', 'bias', 'mean', and 'variance' should "
-                             f"have the same size during training, but got {scale_size}, "
-                             f"{bias_size}, {mean_size} and {variance_size}.")
+            raise _ms.error("training_sizes", scale=scale_size, bias=bias_size, mean=mean_size,
+                            variance=variance_size)
         if x.dtype not in _PRIMITIVE_FLOATS:
-            raise TypeError("For primitive[BatchNorm], the input argument[input_x] must be a "
-                            f"type of {_PRIMITIVE_FLOAT_NAMES}, but got "
-                            f"Tensor[{type_name(x.dtype)}].")
+            raise _ms.error("input_dtype", type=type_name(x.dtype))
         if len({array.dtype for array in arrays.values()}) > 1:
-            raise TypeError("For primitive[BatchNorm], the input type must be same.\n" + "\n".join(
-                f"name:[{name}]:Ref[Tensor[{type_name(arrays[name].dtype)}]]."
-                for name in sorted(arrays)))
+            raise _ms.error("parameter_types_differ", parameters=_ms.parameter_types(
+                {name: array.dtype for name, array in arrays.items()}))
         if arrays["bias"].dtype not in _PRIMITIVE_FLOATS:
-            raise TypeError("For primitive[BatchNorm], the input argument[bias] must be a type "
-                            f"of {_PRIMITIVE_FLOAT_NAMES}, but got "
-                            f"Ref[Tensor[{type_name(arrays['bias'].dtype)}]].")
+            raise _ms.error("bias_dtype", type=type_name(arrays["bias"].dtype))
 
     def normalise(self, x: np.ndarray) -> tuple[np.ndarray, _CallRecord]:
         """Check and normalise ``x`` (N, C, ...); update the moving statistics if batch
@@ -583,8 +542,7 @@ class BatchNorm3d(CallState):
         """
         array = _input_array(x)
         if array.ndim != 5:
-            raise ValueError(f"For 'BatchNorm3d', the in_shape must have 5 dims, but got "
-                             f"{array.ndim}.")
+            raise _ms.error("input_rank", ndim=array.ndim)
         with self._lock:
             output, record = self.bn2d.normalise(array)
         self._record_call(record)
