@@ -37,14 +37,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from . import _core
-from ._call_state import CallState
 from ._compat import mindspore as _ms
 from ._compat.mindspore import type_name
+from ._facade import Facade, ForwardRecord
 from ._mindspore.initializers import (
     Constant,
     Initializer,
@@ -141,19 +141,6 @@ def _input_array(x: Any) -> np.ndarray:
     if array is None:
         raise _ms.error("shape_input_type", type=type(x))
     return array
-
-
-class _CallRecord(NamedTuple):
-    """What :meth:`BatchNorm3d.backward` needs from the most recent call."""
-
-    input: np.ndarray
-    gamma: np.ndarray  # a copy of the gamma that normalised: later changes do not leak in
-    gamma_dtype: np.dtype
-    beta_dtype: np.dtype
-    used_batch_statistics: bool
-    epsilon: float
-    save_mean: np.ndarray
-    save_invstd: np.ndarray
 
 
 class _BatchNorm2d:
@@ -272,7 +259,7 @@ class _BatchNorm2d:
         if arrays["bias"].dtype not in _PRIMITIVE_FLOATS:
             raise _ms.error("bias_dtype", type=type_name(arrays["bias"].dtype))
 
-    def normalise(self, x: np.ndarray) -> tuple[np.ndarray, _CallRecord]:
+    def normalise(self, x: np.ndarray) -> tuple[np.ndarray, ForwardRecord]:
         """Check and normalise ``x`` (N, C, ...); update the moving statistics if batch
         statistics normalise. The caller holds the cell's lock."""
         uses_batch = self.uses_batch_statistics()
@@ -294,15 +281,15 @@ class _BatchNorm2d:
             x, arrays["scale"], arrays["bias"], epsilon, use_batch_stats=uses_batch,
             running_mean=arrays["mean"], running_var=arrays["variance"],
             momentum=self._primitive_momentum if updates else None)
-        record = _CallRecord(
-            input=x, gamma=arrays["scale"].copy(), gamma_dtype=self._gamma.dtype,
-            beta_dtype=self._beta.dtype, used_batch_statistics=uses_batch, epsilon=epsilon,
+        # Gradients for gamma and beta, in their dtypes, whether they are trainable or not.
+        return output, ForwardRecord(
+            input=x, weight=arrays["scale"].copy(), used_batch_stats=uses_batch,
             save_mean=save_mean, save_invstd=save_invstd,
+            weight_dtype=self._gamma.dtype, bias_dtype=self._beta.dtype,
         )
-        return output, record
 
 
-class BatchNorm3d(CallState):
+class BatchNorm3d(Facade):
     """Batch normalisation over 5-D data ``(N, C, D, H, W)``, as ``mindspore.nn.BatchNorm3d``.
 
     ``y = (x - mean) / sqrt(var + eps) * gamma + beta`` per channel, with the
@@ -402,7 +389,7 @@ class BatchNorm3d(CallState):
         use_batch_statistics: bool | None = None,
         dtype: Any = np.float32,
     ) -> None:
-        self._init_call_state()
+        self._init_facade()
         self.training = False
         self.bn2d = _BatchNorm2d(num_features, eps, momentum, affine, gamma_init, beta_init,
                                  moving_mean_init, moving_var_init, use_batch_statistics, dtype)
@@ -543,10 +530,7 @@ class BatchNorm3d(CallState):
         array = _input_array(x)
         if array.ndim != 5:
             raise _ms.error("input_rank", ndim=array.ndim)
-        with self._lock:
-            output, record = self.bn2d.normalise(array)
-        self._record_call(record)
-        return output
+        return self._forward(self.bn2d.normalise, array)
 
     def backward(self, grad_output: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Gradients of this thread's most recent call with respect to x, gamma and beta.
@@ -588,19 +572,24 @@ class BatchNorm3d(CallState):
         >>> bool(np.abs(grad_x).max() < 1e-6), grad_beta
         (True, array([4.], dtype=float32))
         """
-        record = self._recorded_call()
-        if record is None:
-            raise RuntimeError("backward() needs a call first: this cell has not normalised any "
-                               "input in this thread yet")
-        g = tensor_data(grad_output)
-        if g is None:
-            raise TypeError(f"grad_output must be a tensor, not {type(grad_output).__name__}")
-        if g.shape != record.input.shape:
-            raise ValueError(f"grad_output has shape {g.shape}, but the most recent call's "
-                             f"output has shape {record.input.shape}")
-        if g.dtype.kind not in "biuf":
-            raise TypeError(f"grad_output must hold real numbers, not {g.dtype}")
-        grad_x, grad_gamma, grad_beta = _core.batch_norm_backward(
-            g.astype(record.input.dtype, copy=False), record.input, record.gamma,
-            record.save_mean, record.save_invstd, use_batch_stats=record.used_batch_statistics)
-        return grad_x, grad_gamma.astype(record.gamma_dtype), grad_beta.astype(record.beta_dtype)
+        grad_x, grad_gamma, grad_beta = self._backward(
+            grad_output, _checked_grad_output,
+            no_forward="backward() needs a call first: this cell has not normalised any input "
+                       "in this thread yet",
+        )
+        assert grad_gamma is not None and grad_beta is not None  # a cell records both dtypes
+        return grad_x, grad_gamma, grad_beta
+
+
+def _checked_grad_output(grad_output: Any, record: ForwardRecord) -> np.ndarray:
+    """``grad_output`` as an array, or an error for one that does not fit the call's output
+    (bn3d's own words: MindSpore has no backward call of this form to copy them from)."""
+    g = tensor_data(grad_output)
+    if g is None:
+        raise TypeError(f"grad_output must be a tensor, not {type(grad_output).__name__}")
+    if g.shape != record.input.shape:
+        raise ValueError(f"grad_output has shape {g.shape}, but the most recent call's "
+                         f"output has shape {record.input.shape}")
+    if g.dtype.kind not in "biuf":
+        raise TypeError(f"grad_output must hold real numbers, not {g.dtype}")
+    return g

@@ -29,16 +29,16 @@ import numbers
 import re
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
 from . import _core
-from ._call_state import CallState
 from ._compat import numpy_dtype
 from ._compat import torch as _torch
 from ._core import check_writable
-from .functional import batch_norm, batch_norm_backward
+from ._facade import Facade, ForwardRecord
+from .functional import batch_norm
 
 __all__ = ["BatchNorm3d"]
 
@@ -94,21 +94,7 @@ def _new_parameter(num_features: Any, dtype: np.dtype) -> np.ndarray:
     return np.empty(int(num_features), dtype=dtype)
 
 
-class _ForwardRecord(NamedTuple):
-    """What :meth:`_BatchNorm.backward` needs from the most recent forward."""
-
-    input: np.ndarray
-    weight: np.ndarray | None  # a copy: later changes to the module do not leak in
-    has_bias: bool
-    running_mean: np.ndarray | None  # eval only: typed and sized like the stats used
-    running_var: np.ndarray | None
-    used_batch_stats: bool
-    eps: float
-    save_mean: np.ndarray
-    save_invstd: np.ndarray
-
-
-class _BatchNorm(CallState):
+class _BatchNorm(Facade):
     """State and behaviour shared by the batch-norm modules (torch's ``_BatchNorm``).
 
     Subclasses implement :meth:`_check_input_dim`. See :class:`BatchNorm3d` for
@@ -139,7 +125,7 @@ class _BatchNorm(CallState):
         *,
         bias: bool = True,
     ) -> None:
-        self._init_call_state()
+        self._init_facade()
         _check_device(device)
         dtype = _module_dtype(dtype)
         self.training = True
@@ -246,9 +232,10 @@ class _BatchNorm(CallState):
         """
         if self.track_running_stats:
             with self._lock:
-                self.running_mean.fill(0)
-                self.running_var.fill(1)
-                self.num_batches_tracked.fill(0)
+                # The buffers exist when running statistics are tracked (as torch says).
+                self.running_mean.fill(0)  # type: ignore[union-attr]
+                self.running_var.fill(1)  # type: ignore[union-attr]
+                self.num_batches_tracked.fill(0)  # type: ignore[union-attr]
 
     def reset_parameters(self) -> None:
         """Reset the running statistics, the weight to 1 and the bias to 0, in place.
@@ -265,7 +252,7 @@ class _BatchNorm(CallState):
         with self._lock:
             self.reset_running_stats()
             if self.affine:
-                self.weight.fill(1)
+                self.weight.fill(1)  # type: ignore[union-attr]
                 if self.bias is not None:
                     self.bias.fill(0)
 
@@ -315,39 +302,38 @@ class _BatchNorm(CallState):
         """
         x = _torch.tensor_argument(input, "batch_norm", "input")
         self._check_input_dim(x)
-        with self._lock:
-            momentum = self.momentum
-            average_factor = 0.0 if momentum is None else momentum
-            counting = (self.training and self.track_running_stats
-                        and self.num_batches_tracked is not None)
-            if counting:  # checked now: a call that raises changes nothing
-                check_writable(self.num_batches_tracked, "num_batches_tracked")
-            if counting and momentum is None:  # cumulative average, counting this batch
-                average_factor = 1.0 / float(int(self.num_batches_tracked) + 1)
-            used_batch_stats = self.training or (
-                self.running_mean is None and self.running_var is None
-            )
-            pass_buffers = not self.training or self.track_running_stats
-            running_mean = self.running_mean if pass_buffers else None
-            running_var = self.running_var if pass_buffers else None
-            output, save_mean, save_invstd = batch_norm(
-                x, running_mean, running_var, self.weight, self.bias, used_batch_stats,
-                average_factor, self.eps, return_stats=True,
-            )
-            if counting:
-                self.num_batches_tracked += 1
-            self._record_call(_ForwardRecord(
-                input=x,
-                weight=None if self.weight is None else self.weight.copy(),
-                has_bias=self.bias is not None,
-                running_mean=None if used_batch_stats else running_mean,
-                running_var=None if used_batch_stats else running_var,
-                used_batch_stats=used_batch_stats,
-                eps=self.eps,
-                save_mean=save_mean,
-                save_invstd=save_invstd,
-            ))
-            return output
+        return self._forward(self._normalise, x)
+
+    def _normalise(self, x: np.ndarray) -> tuple[np.ndarray, ForwardRecord]:
+        """The forward's output and record; the caller holds the lock."""
+        momentum = self.momentum
+        average_factor = 0.0 if momentum is None else momentum
+        count = self.num_batches_tracked if self.training and self.track_running_stats else None
+        if count is not None:  # checked now: a call that raises changes nothing
+            check_writable(count, "num_batches_tracked")
+            if momentum is None:  # cumulative average, counting this batch
+                average_factor = 1.0 / float(int(count) + 1)
+        used_batch_stats = self.training or (
+            self.running_mean is None and self.running_var is None
+        )
+        pass_buffers = not self.training or self.track_running_stats
+        running_mean = self.running_mean if pass_buffers else None
+        running_var = self.running_var if pass_buffers else None
+        output, save_mean, save_invstd = batch_norm(
+            x, running_mean, running_var, self.weight, self.bias, used_batch_stats,
+            average_factor, self.eps, return_stats=True,
+        )
+        if count is not None:
+            count[...] += 1  # the module's own array, in place
+        return output, ForwardRecord(
+            input=x,
+            weight=None if self.weight is None else self.weight.copy(),
+            used_batch_stats=used_batch_stats,
+            save_mean=save_mean,
+            save_invstd=save_invstd,
+            weight_dtype=None if self.weight is None else self.weight.dtype,
+            bias_dtype=None if self.bias is None else self.bias.dtype,
+        )
 
     def backward(
         self, grad_output: Any
@@ -392,29 +378,10 @@ class _BatchNorm(CallState):
         >>> bool(np.abs(grad_input).max() < 1e-12), grad_bias
         (True, array([4.]))
         """
-        with self._lock:
-            record = self._recorded_call()
-            if record is None:
-                raise RuntimeError(
-                    "backward() needs a forward() first: this module has not computed any "
-                    "output in this thread yet"
-                )
-            g = _torch.tensor_argument(grad_output, "native_batch_norm_backward", "grad_out")
-            x = record.input
-            if g.shape != x.shape:
-                raise _torch.error("grad_shape", grad_size=_torch.size(g.shape),
-                                   output_size=_torch.size(x.shape))
-            if g.dtype.kind == "c":
-                raise _torch.error("grad_complex_dtype", grad_dtype=g.dtype, output_dtype=x.dtype)
-            grad_input, grad_weight, grad_bias = batch_norm_backward(
-                g.astype(x.dtype, copy=False), x, record.running_mean, record.running_var,
-                record.weight, record.used_batch_stats, record.eps,
-                save_mean=record.save_mean, save_invstd=record.save_invstd,
-            )
-        return (
-            grad_input,
-            None if record.weight is None else grad_weight,
-            grad_bias if record.has_bias else None,
+        return self._backward(
+            grad_output, _checked_grad_output,
+            no_forward="backward() needs a forward() first: this module has not computed any "
+                       "output in this thread yet",
         )
 
     # -- state --
@@ -524,6 +491,19 @@ class _BatchNorm(CallState):
             for name, value in loaded.items():
                 local[name][...] = value
         return _torch.IncompatibleKeys(missing, unexpected)
+
+
+def _checked_grad_output(grad_output: Any, record: ForwardRecord) -> np.ndarray:
+    """``grad_output`` as an array, with the errors torch's autograd raises for one that does
+    not fit the forward's output."""
+    g = _torch.tensor_argument(grad_output, "native_batch_norm_backward", "grad_out")
+    x = record.input
+    if g.shape != x.shape:
+        raise _torch.error("grad_shape", grad_size=_torch.size(g.shape),
+                           output_size=_torch.size(x.shape))
+    if g.dtype.kind == "c":
+        raise _torch.error("grad_complex_dtype", grad_dtype=g.dtype, output_dtype=x.dtype)
+    return g
 
 
 def _loadable(name: str, value: Any, target: np.ndarray) -> tuple[Any, str | None]:

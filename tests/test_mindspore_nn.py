@@ -998,6 +998,69 @@ def test_backward_pairs_with_the_calling_threads_call():
     assert cell.backward(np.ones_like(x_main))[0].shape == x_main.shape
 
 
+def test_backward_racing_calls_in_other_threads_pairs_with_its_own_threads_call(
+        frequent_thread_switches):
+    threads, calls = 6, 20
+    shape = (2, 3, 2, 3, 2)
+    batches = [data(shape, seed=i, shift=i) for i in range(threads)]
+    grads = [data(shape, seed=100 + i) for i in range(threads)]
+    serial = BatchNorm3d(3, gamma_init=np.array([0.5, 1.0, 2.0], F32)).set_train()
+    expected = [(serial(x), serial.backward(g)) for x, g in zip(batches, grads)]
+
+    cell = BatchNorm3d(3, gamma_init=np.array([0.5, 1.0, 2.0], F32)).set_train()
+    results = [[] for _ in range(threads)]
+    failures = []
+    start = threading.Barrier(threads)
+
+    def hammer(i):
+        try:
+            start.wait()
+            for _ in range(calls):
+                output = cell(batches[i])
+                results[i].append((output, cell.backward(grads[i])))
+        except BaseException as error:  # surfaced below
+            failures.append(error)
+
+    workers = [threading.Thread(target=hammer, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert not failures
+    for i, (output, gradients) in enumerate(expected):  # each thread saw its own call
+        assert len(results[i]) == calls
+        for got_output, got_gradients in results[i]:
+            np.testing.assert_array_equal(got_output, output)
+            for got, want in zip(got_gradients, gradients):
+                np.testing.assert_array_equal(got, want)
+
+
+class _GradientThatCallsMeanwhile:
+    """A gradient which, while the backward reads it, has another thread call the cell."""
+
+    def __init__(self, gradient, cell, x):
+        self.gradient, self.cell, self.x = gradient, cell, x
+        self.other_call_waited = None
+
+    def __array__(self, dtype=None, copy=None):
+        other = threading.Thread(target=self.cell, args=(self.x,))
+        other.start()
+        other.join(timeout=0.2)
+        self.other_call_waited = other.is_alive()
+        self.other = other
+        return self.gradient
+
+
+def test_a_call_in_another_thread_waits_for_a_backward():
+    cell = BatchNorm3d(3).set_train()
+    x = data((2, 3, 2, 2, 2))
+    cell(x)
+    gradient = _GradientThatCallsMeanwhile(np.ones_like(x), cell, x)
+    cell.backward(gradient)
+    gradient.other.join()
+    assert gradient.other_call_waited
+
+
 @pytest.mark.parametrize("clone", [copy.deepcopy, lambda cell: pickle.loads(pickle.dumps(cell))])
 def test_cells_can_be_copied_and_pickled(clone):
     cell = _cell_with_state().set_train()

@@ -748,6 +748,33 @@ def test_backward_pairs_with_the_calling_threads_forward():
     assert bn.backward(data())[0].shape == data().shape
 
 
+class _GradientThatCallsMeanwhile:
+    """A gradient which, while the backward reads it, has another thread call the module."""
+
+    def __init__(self, gradient, module, x):
+        self.gradient, self.module, self.x = gradient, module, x
+        self.other_call_waited = None
+
+    def __array__(self, dtype=None, copy=None):
+        other = threading.Thread(target=self.module, args=(self.x,))
+        other.start()
+        other.join(timeout=0.2)
+        self.other_call_waited = other.is_alive()
+        self.other = other
+        return self.gradient
+
+
+def test_a_forward_in_another_thread_waits_for_a_backward():
+    bn = BatchNorm3d(3)
+    x = data()
+    bn(x)
+    gradient = _GradientThatCallsMeanwhile(np.ones_like(x), bn, x)
+    bn.backward(gradient)
+    gradient.other.join()
+    assert gradient.other_call_waited
+    assert bn.num_batches_tracked == 2
+
+
 @pytest.mark.parametrize("clone", [copy.deepcopy, lambda m: pickle.loads(pickle.dumps(m))],
                          ids=["deepcopy", "pickle"])
 def test_modules_can_be_copied_and_pickled(clone):
