@@ -95,8 +95,9 @@ def _check_parameters(
     if x.dtype.newbyteorder("=") not in _core.FLOAT_DTYPES:
         raise _torch.error("not_implemented_for_dtype", type=_torch.type_name(x.dtype))
     # torch's order for the dtype rule: weight, bias, running_mean, running_var.
-    defined = [checked[name] for name in ("weight", "bias", "running_mean", "running_var")
-               if checked.get(name) is not None]
+    defined = [array for array in (checked.get(name) for name in
+                                   ("weight", "bias", "running_mean", "running_var"))
+               if array is not None]
     _check_parameter_dtypes(x.dtype.newbyteorder("="),
                             [array.dtype.newbyteorder("=") for array in defined])
     return checked
@@ -195,7 +196,7 @@ def _parse(input: Any, weight: Any, bias: Any, running_mean: Any, running_var: A
            ) -> tuple[Array, dict[str, Array | None], bool, float, float]:
     """torch's argument parser: every argument's type, in positional order."""
     x = _torch.tensor_argument(input, function, "input")
-    arrays = {name: _torch.tensor_argument(value, function, name) for name, value in
+    arrays = {name: _torch.optional_tensor_argument(value, function, name) for name, value in
               (("weight", weight), ("bias", bias), ("running_mean", running_mean),
                ("running_var", running_var))}
     return (x, arrays, _torch.bool_argument(training, function, "training"),
@@ -443,31 +444,33 @@ def batch_norm_backward(
     """
     g = _torch.tensor_argument(grad_output, _BACKWARD, "grad_out")
     x = _torch.tensor_argument(input, _BACKWARD, "input")
-    weight = _torch.tensor_argument(weight, _BACKWARD, "weight")
-    running_mean = _torch.tensor_argument(running_mean, _BACKWARD, "running_mean")
-    running_var = _torch.tensor_argument(running_var, _BACKWARD, "running_var")
-    save_mean = _torch.tensor_argument(save_mean, _BACKWARD, "save_mean")
-    save_invstd = _torch.tensor_argument(save_invstd, _BACKWARD, "save_invstd")
+    weight_array = _torch.optional_tensor_argument(weight, _BACKWARD, "weight")
+    mean_array = _torch.optional_tensor_argument(running_mean, _BACKWARD, "running_mean")
+    var_array = _torch.optional_tensor_argument(running_var, _BACKWARD, "running_var")
+    saved_mean = _torch.optional_tensor_argument(save_mean, _BACKWARD, "save_mean")
+    saved_invstd = _torch.optional_tensor_argument(save_invstd, _BACKWARD, "save_invstd")
     training = _torch.bool_argument(training, _BACKWARD, "train")
     eps = _torch.float_argument(eps, _BACKWARD, "eps")
     if g.shape != x.shape:
         raise ValueError(f"grad_output has shape {g.shape}, but the input has shape {x.shape}")
     if g.dtype.newbyteorder("=") != x.dtype.newbyteorder("="):
         raise TypeError(f"grad_output has dtype {g.dtype}, but the input has dtype {x.dtype}")
-    saved = save_mean is not None and save_invstd is not None
     # With saved statistics, the running ones are not needed, whatever the mode.
+    saved = saved_mean is not None and saved_invstd is not None
     checked = _check_parameters(
-        x, {"running_mean": running_mean, "running_var": running_var, "weight": weight},
+        x, {"running_mean": mean_array, "running_var": var_array, "weight": weight_array},
         training or saved, weight_any_shape=False)
-    if saved:
-        mean, invstd = save_mean, save_invstd
+    checked_weight, checked_mean, checked_var = (
+        checked["weight"], checked["running_mean"], checked["running_var"])
+    if saved_mean is not None and saved_invstd is not None:
+        mean, invstd = saved_mean, saved_invstd
     elif training:
         mean, invstd, _ = _core.batch_stats(x, eps)
     else:
-        mean, invstd = checked["running_mean"], _core.inverse_std(checked["running_var"], eps)
+        assert checked_mean is not None and checked_var is not None  # required in this mode
+        mean, invstd = checked_mean, _core.inverse_std(checked_var, eps)
     grad_input, grad_weight, grad_bias = _core.batch_norm_backward(
-        g, x, checked["weight"], mean, invstd, use_batch_stats=training)
-    weight_array = checked["weight"]
-    parameter_dtype = _core.compute_dtype(x.dtype) if weight_array is None else \
-        weight_array.dtype.newbyteorder("=")
+        g, x, checked_weight, mean, invstd, use_batch_stats=training)
+    parameter_dtype = _core.compute_dtype(x.dtype) if checked_weight is None else \
+        checked_weight.dtype.newbyteorder("=")
     return grad_input, grad_weight.astype(parameter_dtype), grad_bias.astype(parameter_dtype)

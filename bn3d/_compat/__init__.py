@@ -51,6 +51,7 @@ def numpy_dtype(value: Any, framework: str) -> np.dtype | None:
     if type(value).__module__.partition(".")[0] == framework:
         value = str(value).rpartition(".")[2].lower()  # torch.float64, Float16 -> float64, float16
     try:
-        return np.dtype(value)
+        dtype: np.dtype = np.dtype(value)
     except TypeError:
         return None
+    return dtype

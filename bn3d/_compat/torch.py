@@ -11,8 +11,9 @@ here, so that following a new PyTorch release is one reviewable file:
 - how PyTorch prints things in its messages: :func:`type_name` (``Float``),
   :func:`size` (``torch.Size([2, 3])``), :data:`DEVICE_TYPES`,
   :class:`IncompatibleKeys`;
-- PyTorch's argument parser (:func:`tensor_argument`, :func:`float_argument`,
-  :func:`bool_argument`) and broadcasting rule (:func:`broadcast_error`).
+- PyTorch's argument parser (:func:`tensor_argument`, :func:`optional_tensor_argument`,
+  :func:`float_argument`, :func:`bool_argument`) and broadcasting rule
+  (:func:`broadcast_error`).
 
 When to raise which error is the dialect's business; what the error says is this file's.
 """
@@ -39,6 +40,7 @@ __all__ = [
     "error",
     "float_argument",
     "message",
+    "optional_tensor_argument",
     "size",
     "tensor_argument",
     "type_name",
@@ -67,6 +69,11 @@ ERRORS: dict[str, tuple[type[Exception], str]] = {
         TypeError, "empty(): argument 'size' (position 1) must be tuple of ints, not {type}"),
     "device_argument_type": (
         TypeError, "empty(): argument 'device' must be torch.device, not {type}"),
+    # The dispatcher, for None where a tensor is required (torch.ops.aten.*).
+    "undefined_tensor": (
+        RuntimeError,
+        "Expected a proper Tensor but got None (or an undefined Tensor in C++) for argument "
+        "#{index} '{name}'"),
     # Devices (torch.device and allocation on a CPU-only build).
     "device_index_negative": (RuntimeError, "Device index must not be negative"),
     "no_accelerator": (RuntimeError, "Cannot access accelerator device when none is available."),
@@ -276,11 +283,13 @@ _POSITIONS = {
 _POSITIONS["native_batch_norm"] = _POSITIONS["batch_norm"]
 
 
-def tensor_argument(value: Any, function: str, name: str) -> np.ndarray | None:
-    """A tensor argument of torch's ``function`` (or None) as a numpy array.
+def tensor_argument(value: Any, function: str, name: str) -> np.ndarray:
+    """A tensor argument of torch's ``function`` as a numpy array.
 
-    Raises torch's TypeError for what is not a tensor of this world (see
-    :func:`bn3d._core.to_array`): lists, tuples, scalars.
+    Raises torch's error for what is not a tensor of this world (see
+    :func:`bn3d._core.to_array`): a TypeError for lists, tuples, scalars and
+    None, except that ``native_batch_norm_backward``, called through the
+    dispatcher, takes None and then refuses it with a RuntimeError.
 
     Examples
     --------
@@ -288,13 +297,29 @@ def tensor_argument(value: Any, function: str, name: str) -> np.ndarray | None:
     >>> tensor_argument([0.0], "batch_norm", "running_mean")
     Traceback (most recent call last):
     TypeError: batch_norm(): argument 'running_mean' (position 4) must be Tensor, not list
+    >>> tensor_argument(None, "batch_norm", "input")
+    Traceback (most recent call last):
+    TypeError: batch_norm(): argument 'input' (position 1) must be Tensor, not NoneType
     """
-    if value is None:
-        return None
-    array = _core.to_array(value)
+    if value is None and function == "native_batch_norm_backward":
+        raise error("undefined_tensor", index=_POSITIONS[function][name] - 1, name=name)
+    array = None if value is None else _core.to_array(value)
     if array is None:
         raise argument_type_error(function, name, _POSITIONS[function][name], "Tensor", value)
     return array
+
+
+def optional_tensor_argument(value: Any, function: str, name: str) -> np.ndarray | None:
+    """An optional tensor argument of torch's ``function`` (``Tensor?``): None, or as
+    :func:`tensor_argument`.
+
+    Examples
+    --------
+    >>> from bn3d._compat.torch import optional_tensor_argument
+    >>> optional_tensor_argument(None, "batch_norm", "weight") is None
+    True
+    """
+    return None if value is None else tensor_argument(value, function, name)
 
 
 def float_argument(value: Any, function: str, name: str) -> float:

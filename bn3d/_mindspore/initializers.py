@@ -16,6 +16,7 @@ import abc
 import math
 import numbers
 import threading
+from collections.abc import Callable
 from statistics import NormalDist
 from typing import Any
 
@@ -104,7 +105,8 @@ def get_seed() -> int | None:
 def _draw(method: str, *args: Any, size: tuple[int, ...]) -> np.ndarray:
     """Call ``method`` of the shared generator (thread-safe)."""
     with _random_lock:
-        return getattr(_generator, method)(*args, size=size)
+        values: np.ndarray = getattr(_generator, method)(*args, size=size)
+    return values
 
 
 class Initializer(abc.ABC):
@@ -298,7 +300,7 @@ class _NeedsMoreDimensions(Initializer):
 
 
 # The names MindSpore registers for initialisers that can fill a 1-D array, lowercased.
-_NAMED = {
+_NAMED: dict[str, Callable[[], Initializer]] = {
     "zeros": Zero, "zero": Zero, "ones": One, "one": One,
     "normal": Normal, "uniform": Uniform, "truncatednormal": TruncatedNormal,
 }

@@ -176,6 +176,7 @@ class Parameter:
         >>> Parameter(np.ones(2, np.float32), name="gamma").set_data(0.5).asnumpy()
         array(0.5, dtype=float32)
         """
+        array: np.ndarray | None
         if isinstance(data, (int, float)):
             if self.dtype.kind == "i" and isinstance(data, float):
                 raise _ms.error("set_data_float_to_int", current=_ms.type_name(self.dtype))
