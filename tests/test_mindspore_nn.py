@@ -6,7 +6,10 @@ Every expected message here was read off MindSpore 2.10 (CPU); the differential 
 
 from __future__ import annotations
 
+import ast
 import copy
+import doctest
+import importlib
 import inspect
 import pickle
 import threading
@@ -1072,3 +1075,50 @@ def test_cells_can_be_copied_and_pickled(clone):
     np.testing.assert_array_equal(twin(x), cell(x))
     assert_same_values(values(cell), values(twin))
     assert twin.moving_mean.asnumpy() is not cell.moving_mean.asnumpy()
+
+
+# -- the words: MindSpore's messages live in bn3d._compat.mindspore -------------------------
+
+
+def _names_raised(module, alias):
+    """The error names a module passes to ``alias.error`` (both branches of a conditional
+    name)."""
+    names = set()
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "error" and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == alias):
+            names |= _string_choices(node.args[0])
+    return names
+
+
+def _string_choices(node):
+    """The literal strings an expression may be: a literal, either branch of a conditional;
+    none for a name computed otherwise."""
+    if isinstance(node, ast.IfExp):
+        return _string_choices(node.body) | _string_choices(node.orelse)
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return {node.value}
+    return set()
+
+
+def test_every_mindspore_error_raised_is_in_the_table_and_every_entry_is_raised():
+    import bn3d._mindspore.initializers as initializers
+    import bn3d._mindspore.parameter as parameter
+    import bn3d.mindspore_nn
+    from bn3d._compat import mindspore as words
+
+    raised = set().union(*(_names_raised(module, "_ms")
+                           for module in (bn3d.mindspore_nn, parameter, initializers)))
+    # The initialisers that cannot fill a 1-D parameter raise the error their name maps to.
+    raised |= set(initializers._NAMED_FOR_MORE_DIMENSIONS.values())
+    assert raised == set(words.ERRORS)
+    assert words.VERSION == "2.10.0"
+
+
+@pytest.mark.parametrize("name", ["bn3d._compat.mindspore", "bn3d._mindspore.parameter",
+                                  "bn3d._mindspore.initializers"])
+def test_docstring_examples_of_the_mindspore_helpers_run(name):
+    result = doctest.testmod(importlib.import_module(name),
+                             optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0 and result.attempted > 0
