@@ -1,10 +1,18 @@
 """``mindspore.nn.BatchNorm3d`` (MindSpore 2.10) on numpy arrays.
 
-:class:`BatchNorm3d` holds the cell's semantics, its :class:`Parameter` objects
-and their initialisers; every number it produces comes from :mod:`bn3d._core`
-(the same core as :mod:`bn3d.functional`'s). As in MindSpore, the cell wraps a ``BatchNorm2d``
+:class:`BatchNorm3d` holds the cell's semantics: its modes, which statistics a
+call uses, its parameters. As in MindSpore, the cell wraps a ``BatchNorm2d``
 sub-cell, ``bn2d``, which owns the hyper-parameters and the parameters
 ``bn2d.moving_mean``, ``bn2d.moving_variance``, ``bn2d.gamma`` and ``bn2d.beta``.
+The rest lives beside it:
+
+- :mod:`bn3d._mindspore`: :class:`Parameter` (``parameter.py``), the
+  initialisers and :func:`set_seed` (``initializers.py``), and MindSpore's
+  BatchNorm primitive (``primitive.py``), which checks a call and normalises
+  through :mod:`bn3d._core`; every number the cell produces comes from there;
+- :mod:`bn3d._compat.mindspore`: MindSpore's messages and type names;
+- :mod:`bn3d._facade`: what both dialects' modules share (the lock, each
+  thread's forward record, the backward from a record).
 
 Deliberate differences from MindSpore (everything else, errors included, is
 meant to be the same):
@@ -41,10 +49,9 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
 from ._compat import mindspore as _ms
-from ._compat.mindspore import type_name
 from ._facade import Facade, ForwardRecord
+from ._mindspore import primitive
 from ._mindspore.initializers import (
     Constant,
     Initializer,
@@ -74,13 +81,6 @@ __all__ = [
     "torch_momentum",
 ]
 
-_PRIMITIVE_FLOATS = (np.dtype(np.float16), np.dtype(np.float32))
-# The order in which MindSpore's BatchNorm primitive names its parameter inputs.
-_PRIMITIVE_PARAMETERS = ("scale", "bias", "mean", "variance")
-# Implicit type promotion between parameters: any number type beats bool and the integers.
-_KIND_RANK = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
-
-
 def torch_momentum(momentum: Any) -> Any:
     """The core's momentum for MindSpore's ``momentum``: the document's Difference 3.
 
@@ -108,34 +108,6 @@ def torch_momentum(momentum: Any) -> Any:
     return 1.0 - momentum
 
 
-def _float32(value: Any) -> np.float32:
-    with np.errstate(over="ignore"):
-        return np.float32(value)
-
-
-def _check_epsilon_type(epsilon: Any) -> None:
-    if not isinstance(epsilon, (float, np.floating)):
-        raise _ms.error("failed_calling_batch_norm",
-                        epsilon_type=_ms.signature_type_name(epsilon))
-
-
-def _promoted(first: np.dtype, second: np.dtype) -> np.dtype:
-    rank_first, rank_second = _KIND_RANK[first.kind], _KIND_RANK[second.kind]
-    if rank_first != rank_second and min(rank_first, rank_second) < 2:
-        return first if rank_first > rank_second else second
-    return np.promote_types(first, second)
-
-
-def _check_convertible(first: np.dtype, second: np.dtype) -> None:
-    """MindSpore's training primitive wants each pair (scale, bias), (mean, variance) of one
-    dtype, and refuses to convert a Parameter to the promoted one."""
-    if first == second:
-        return
-    target = _promoted(first, second)
-    source = first if first != target else second
-    raise _ms.error("parameter_conversion", source=type_name(source), target=type_name(target))
-
-
 def _input_array(x: Any) -> np.ndarray:
     array = tensor_data(x)
     if array is None:
@@ -146,9 +118,9 @@ def _input_array(x: Any) -> np.ndarray:
 class _BatchNorm2d:
     """The ``bn2d`` sub-cell of :class:`BatchNorm3d` (MindSpore's ``BatchNorm2d``).
 
-    It owns the hyper-parameters and the parameters, checks a call as
-    MindSpore's BatchNorm primitive does and normalises through
-    :func:`bn3d._core.batch_norm`. Its attributes are MindSpore's:
+    It owns the hyper-parameters and the parameters, and normalises through
+    its BatchNorm primitive (:func:`bn3d._mindspore.primitive.batch_norm`),
+    which checks the call as MindSpore's does. Its attributes are MindSpore's:
     ``num_features``, ``eps``, ``momentum`` (which holds ``1 - momentum``, see
     :func:`torch_momentum`), ``use_batch_statistics`` and ``training``. As in
     MindSpore, ``eps`` and ``momentum`` are captured by the cell's primitives
@@ -228,62 +200,22 @@ class _BatchNorm2d:
             return bool(self.training)
         return bool(self.use_batch_statistics)
 
-    def _check_call(self, x: np.ndarray, arrays: dict[str, np.ndarray], uses_batch: bool) -> None:
-        """Raise what MindSpore's BatchNorm primitive raises for this call, in its order."""
-        _check_epsilon_type(self._primitive_epsilon)
-        if uses_batch:
-            _check_convertible(arrays["scale"].dtype, arrays["bias"].dtype)
-            _check_convertible(arrays["mean"].dtype, arrays["variance"].dtype)
-        epsilon = _float32(self._primitive_epsilon)
-        if not 0 < epsilon <= 1:
-            raise _ms.error("primitive_eps_range", eps=_ms.cpp_float(epsilon))
-        if uses_batch and not 0 <= self._primitive_momentum <= 1:
-            raise _ms.error("primitive_momentum_range",
-                            momentum=_ms.cpp_float(self._primitive_momentum))
-        for name, array in arrays.items():
-            if array.ndim != 1:
-                raise _ms.error("parameter_rank", name=name, ndim=array.ndim)
-        scale_size, bias_size, mean_size, variance_size = (a.shape[0] for a in arrays.values())
-        if scale_size != bias_size:
-            raise _ms.error("scale_bias_sizes", scale=scale_size, bias=bias_size)
-        if scale_size != x.shape[1]:
-            raise _ms.error("scale_channels", channels=x.shape[1], scale=scale_size)
-        if not scale_size == mean_size == variance_size:
-            raise _ms.error("training_sizes", scale=scale_size, bias=bias_size, mean=mean_size,
-                            variance=variance_size)
-        if x.dtype not in _PRIMITIVE_FLOATS:
-            raise _ms.error("input_dtype", type=type_name(x.dtype))
-        if len({array.dtype for array in arrays.values()}) > 1:
-            raise _ms.error("parameter_types_differ", parameters=_ms.parameter_types(
-                {name: array.dtype for name, array in arrays.items()}))
-        if arrays["bias"].dtype not in _PRIMITIVE_FLOATS:
-            raise _ms.error("bias_dtype", type=type_name(arrays["bias"].dtype))
-
     def normalise(self, x: np.ndarray) -> tuple[np.ndarray, ForwardRecord]:
-        """Check and normalise ``x`` (N, C, ...); update the moving statistics if batch
-        statistics normalise. The caller holds the cell's lock."""
+        """Normalise ``x`` (N, C, ...) through the cell's BatchNorm primitive, which updates
+        the moving statistics if batch statistics normalise. The caller holds the cell's lock."""
         uses_batch = self.uses_batch_statistics()
         # The parameters' arrays, read once: a concurrent set_data (which replaces
         # a parameter's array) then simply comes after this call.
-        arrays = dict(zip(_PRIMITIVE_PARAMETERS, (self._gamma.asnumpy(), self._beta.asnumpy(),
-                                                  self._moving_mean.asnumpy(),
-                                                  self._moving_variance.asnumpy())))
-        self._check_call(x, arrays, uses_batch)
-        epsilon = float(_float32(self._primitive_epsilon))
-        # MindSpore 2.10's CPU kernel updates float32 moving statistics only: with
-        # float16 parameters it normalises with the batch statistics and leaves
-        # the moving ones as they were.
-        updates = uses_batch and arrays["mean"].dtype == np.float32
-        if updates:  # checked now: a call that raises changes nothing
-            _core.check_writable(arrays["mean"], self._moving_mean.name)
-            _core.check_writable(arrays["variance"], self._moving_variance.name)
-        output, save_mean, save_invstd = _core.batch_norm(
-            x, arrays["scale"], arrays["bias"], epsilon, use_batch_stats=uses_batch,
-            running_mean=arrays["mean"], running_var=arrays["variance"],
-            momentum=self._primitive_momentum if updates else None)
+        gamma, beta, mean, variance = (parameter.asnumpy() for parameter in
+                                       (self._gamma, self._beta, self._moving_mean,
+                                        self._moving_variance))
+        output, save_mean, save_invstd = primitive.batch_norm(
+            x, gamma, beta, mean, variance, is_training=uses_batch,
+            epsilon=self._primitive_epsilon, momentum=self._primitive_momentum,
+            moving_names=(self._moving_mean.name, self._moving_variance.name))
         # Gradients for gamma and beta, in their dtypes, whether they are trainable or not.
         return output, ForwardRecord(
-            input=x, weight=arrays["scale"].copy(), used_batch_stats=uses_batch,
+            input=x, weight=gamma.copy(), used_batch_stats=uses_batch,
             save_mean=save_mean, save_invstd=save_invstd,
             weight_dtype=self._gamma.dtype, bias_dtype=self._beta.dtype,
         )

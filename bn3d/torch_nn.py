@@ -1,9 +1,16 @@
 """``torch.nn.BatchNorm3d`` (PyTorch 2.13) on numpy arrays.
 
-:class:`BatchNorm3d` holds the module's semantics and state; every number it
-produces comes from :mod:`bn3d.functional`. The class layout follows PyTorch's:
-:class:`_BatchNorm` holds the state and the logic shared by the batch-norm
-modules, :class:`BatchNorm3d` adds only its input-rank check.
+:class:`BatchNorm3d` holds the module's semantics and state. The class layout
+follows PyTorch's: :class:`_BatchNorm` holds the state and the logic shared by
+the batch-norm modules, :class:`BatchNorm3d` adds only its input-rank check.
+The rest lives beside it:
+
+- :mod:`bn3d.functional`: the forward's arithmetic (``torch.nn.functional``),
+  which checks its arguments as torch does; every output comes from there;
+- :mod:`bn3d._compat.torch`: PyTorch's messages, type names and argument parser;
+- :mod:`bn3d._facade`: what both dialects' modules share (the lock, each
+  thread's forward record, the backward from a record, which gives the
+  gradients through :mod:`bn3d._core`).
 
 Deliberate differences from PyTorch (everything else is meant to be identical,
 errors included):

@@ -1105,11 +1105,12 @@ def _string_choices(node):
 def test_every_mindspore_error_raised_is_in_the_table_and_every_entry_is_raised():
     import bn3d._mindspore.initializers as initializers
     import bn3d._mindspore.parameter as parameter
+    import bn3d._mindspore.primitive as primitive
     import bn3d.mindspore_nn
     from bn3d._compat import mindspore as words
 
-    raised = set().union(*(_names_raised(module, "_ms")
-                           for module in (bn3d.mindspore_nn, parameter, initializers)))
+    raised = set().union(*(_names_raised(module, "_ms") for module in
+                           (bn3d.mindspore_nn, parameter, initializers, primitive)))
     # The initialisers that cannot fill a 1-D parameter raise the error their name maps to.
     raised |= set(initializers._NAMED_FOR_MORE_DIMENSIONS.values())
     assert raised == set(words.ERRORS)
@@ -1117,7 +1118,7 @@ def test_every_mindspore_error_raised_is_in_the_table_and_every_entry_is_raised(
 
 
 @pytest.mark.parametrize("name", ["bn3d._compat.mindspore", "bn3d._mindspore.parameter",
-                                  "bn3d._mindspore.initializers"])
+                                  "bn3d._mindspore.initializers", "bn3d._mindspore.primitive"])
 def test_docstring_examples_of_the_mindspore_helpers_run(name):
     result = doctest.testmod(importlib.import_module(name),
                              optionflags=doctest.NORMALIZE_WHITESPACE)
