@@ -48,16 +48,15 @@ def _verify_batch_size(shape: tuple[int, ...]) -> None:
     for extent in shape[2:]:
         count *= extent
     if count == 1:
-        raise ValueError("Expected more than 1 value per channel when training, "
-                         f"got input size {_torch.size(shape)}")
+        raise _torch.error("one_value_per_channel", size=_torch.size(shape))
 
 
 def _check_eps(eps: Any, training: Any) -> None:
     """torch.nn.functional's eps checks: plain comparisons, so NaN passes."""
     if training and eps <= 0.0:
-        raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
+        raise _torch.error("eps_not_positive", eps=eps)
     elif eps < 0.0:
-        raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
+        raise _torch.error("eps_negative", eps=eps)
 
 
 def _check_parameters(
@@ -76,31 +75,29 @@ def _check_parameters(
     if not use_batch_stats:
         for name in ("running_mean", "running_var"):
             if name in parameters and parameters[name] is None:
-                raise RuntimeError(f"{name} must be defined in evaluation mode")
+                raise _torch.error("undefined_in_evaluation", name=name)
     channels = x.shape[1] if x.ndim >= 2 else 0
     checked = {}
     for name, array in parameters.items():
         if array is not None:
             if array.size != channels:
-                raise RuntimeError(f"{name} should contain {channels} elements not {array.size}")
+                raise _torch.error("element_count", name=name, channels=channels,
+                                   size=array.size)
             if array.ndim != 1 and not (weight_any_shape and name in ("weight", "bias")):
-                raise RuntimeError(f"TensorAccessor expected 1 dims but tensor has {array.ndim}")
+                raise _torch.error("accessor_dims", ndim=array.ndim)
             array = array.reshape(channels)
         checked[name] = array
     if x.ndim < 2:
-        raise IndexError("Dimension out of range (expected to be in range of [-1, 0], but got 1)"
-                         if x.ndim == 1 else "Dimension specified as 1 but tensor has no "
-                         "dimensions")
+        raise _torch.error("dimension_out_of_range" if x.ndim == 1 else "no_dimensions")
     if ("running_mean" in checked) and (checked["running_mean"] is None) != \
             (checked.get("running_var") is None):
-        raise ValueError("running_mean and running_var must either both be None or neither "
-                         "be None")
+        raise _torch.error("running_stats_half_defined")
     if x.dtype.newbyteorder("=") not in _core.FLOAT_DTYPES:
-        raise NotImplementedError(
-            f"\"batch_norm\" not implemented for '{_torch.type_name(x.dtype)}'")
+        raise _torch.error("not_implemented_for_dtype", type=_torch.type_name(x.dtype))
     # torch's order for the dtype rule: weight, bias, running_mean, running_var.
-    defined = [checked[name] for name in ("weight", "bias", "running_mean", "running_var")
-               if checked.get(name) is not None]
+    defined = [array for array in (checked.get(name) for name in
+                                   ("weight", "bias", "running_mean", "running_var"))
+               if array is not None]
     _check_parameter_dtypes(x.dtype.newbyteorder("="),
                             [array.dtype.newbyteorder("=") for array in defined])
     return checked
@@ -113,14 +110,14 @@ def _check_parameter_dtypes(dtype: np.dtype, parameter_dtypes: list[np.dtype]) -
         return
     if parameter_dtypes[0] != dtype:
         if any(other != _core.FLOAT32 for other in parameter_dtypes):
-            raise RuntimeError("mixed dtype (CPU): expect parameter to have scalar type of Float")
+            raise _torch.error("mixed_dtype_not_float")
         if _core.compute_dtype(dtype) == dtype:  # not a low-precision input
-            raise RuntimeError("mixed dtype (CPU): all inputs must share same datatype.")
+            raise _torch.error("mixed_dtype_not_low_precision")
         return
     for other in parameter_dtypes:
         if other != dtype:
-            raise RuntimeError(f"expected scalar type {_torch.type_name(dtype)} "
-                               f"but found {_torch.type_name(other)}")
+            raise _torch.error("scalar_type", expected=_torch.type_name(dtype),
+                               found=_torch.type_name(other))
 
 
 # -- public functions -----------------------------------------------------------------------
@@ -190,8 +187,7 @@ def native_batch_norm(
     x, arrays, training, momentum, eps = _parse(input, weight, bias, running_mean, running_var,
                                                 training, momentum, eps, "native_batch_norm")
     if x.size == 0:
-        raise RuntimeError("input tensor must have at least one element, but got input_sizes "
-                           f"= [{', '.join(map(str, x.shape))}]")
+        raise _torch.error("empty_input", sizes=", ".join(map(str, x.shape)))
     return _normalise(x, arrays, training, momentum, eps, out)
 
 
@@ -200,7 +196,7 @@ def _parse(input: Any, weight: Any, bias: Any, running_mean: Any, running_var: A
            ) -> tuple[Array, dict[str, Array | None], bool, float, float]:
     """torch's argument parser: every argument's type, in positional order."""
     x = _torch.tensor_argument(input, function, "input")
-    arrays = {name: _torch.tensor_argument(value, function, name) for name, value in
+    arrays = {name: _torch.optional_tensor_argument(value, function, name) for name, value in
               (("weight", weight), ("bias", bias), ("running_mean", running_mean),
                ("running_var", running_var))}
     return (x, arrays, _torch.bool_argument(training, function, "training"),
@@ -332,11 +328,9 @@ def _check_empty_affine(x: Array, weight: Array | None, bias: Array | None) -> N
         if array is None:
             continue
         if array.ndim == 0:
-            raise IndexError("invalid index of a 0-dim tensor. Use `tensor.item()` in Python or "
-                             "`tensor.item<T>()` in C++ to convert a 0-dim tensor to a number")
+            raise _torch.error("index_of_0_dim")
         if array.shape[0] == 0:
-            raise IndexError(f"select(): index 0 out of range for tensor of size "
-                             f"[{', '.join(map(str, array.shape))}] at dimension 0")
+            raise _torch.error("select_out_of_range", sizes=", ".join(map(str, array.shape)))
         error = _torch.broadcast_error(x.shape, array.shape[1:])
         if error is not None:
             raise error
@@ -458,31 +452,33 @@ def batch_norm_backward(
     """
     g = _torch.tensor_argument(grad_output, _BACKWARD, "grad_out")
     x = _torch.tensor_argument(input, _BACKWARD, "input")
-    weight = _torch.tensor_argument(weight, _BACKWARD, "weight")
-    running_mean = _torch.tensor_argument(running_mean, _BACKWARD, "running_mean")
-    running_var = _torch.tensor_argument(running_var, _BACKWARD, "running_var")
-    save_mean = _torch.tensor_argument(save_mean, _BACKWARD, "save_mean")
-    save_invstd = _torch.tensor_argument(save_invstd, _BACKWARD, "save_invstd")
+    weight_array = _torch.optional_tensor_argument(weight, _BACKWARD, "weight")
+    mean_array = _torch.optional_tensor_argument(running_mean, _BACKWARD, "running_mean")
+    var_array = _torch.optional_tensor_argument(running_var, _BACKWARD, "running_var")
+    saved_mean = _torch.optional_tensor_argument(save_mean, _BACKWARD, "save_mean")
+    saved_invstd = _torch.optional_tensor_argument(save_invstd, _BACKWARD, "save_invstd")
     training = _torch.bool_argument(training, _BACKWARD, "train")
     eps = _torch.float_argument(eps, _BACKWARD, "eps")
     if g.shape != x.shape:
         raise ValueError(f"grad_output has shape {g.shape}, but the input has shape {x.shape}")
     if g.dtype.newbyteorder("=") != x.dtype.newbyteorder("="):
         raise TypeError(f"grad_output has dtype {g.dtype}, but the input has dtype {x.dtype}")
-    saved = save_mean is not None and save_invstd is not None
     # With saved statistics, the running ones are not needed, whatever the mode.
+    saved = saved_mean is not None and saved_invstd is not None
     checked = _check_parameters(
-        x, {"running_mean": running_mean, "running_var": running_var, "weight": weight},
+        x, {"running_mean": mean_array, "running_var": var_array, "weight": weight_array},
         training or saved, weight_any_shape=False)
-    if saved:
-        mean, invstd = save_mean, save_invstd
+    checked_weight, checked_mean, checked_var = (
+        checked["weight"], checked["running_mean"], checked["running_var"])
+    if saved_mean is not None and saved_invstd is not None:
+        mean, invstd = saved_mean, saved_invstd
     elif training:
         mean, invstd, _ = _core.batch_stats(x, eps)
     else:
-        mean, invstd = checked["running_mean"], _core.inverse_std(checked["running_var"], eps)
+        assert checked_mean is not None and checked_var is not None  # required in this mode
+        mean, invstd = checked_mean, _core.inverse_std(checked_var, eps)
     grad_input, grad_weight, grad_bias = _core.batch_norm_backward(
-        g, x, checked["weight"], mean, invstd, use_batch_stats=training, out=out)
-    weight_array = checked["weight"]
-    parameter_dtype = _core.compute_dtype(x.dtype) if weight_array is None else \
-        weight_array.dtype.newbyteorder("=")
+        g, x, checked_weight, mean, invstd, use_batch_stats=training, out=out)
+    parameter_dtype = _core.compute_dtype(x.dtype) if checked_weight is None else \
+        checked_weight.dtype.newbyteorder("=")
     return grad_input, grad_weight.astype(parameter_dtype), grad_bias.astype(parameter_dtype)

@@ -1,10 +1,18 @@
 """``mindspore.nn.BatchNorm3d`` (MindSpore 2.10) on numpy arrays.
 
-:class:`BatchNorm3d` holds the cell's semantics, its :class:`Parameter` objects
-and their initialisers; every number it produces comes from :mod:`bn3d._core`
-(the same core as :mod:`bn3d.functional`'s). As in MindSpore, the cell wraps a ``BatchNorm2d``
+:class:`BatchNorm3d` holds the cell's semantics: its modes, which statistics a
+call uses, its parameters. As in MindSpore, the cell wraps a ``BatchNorm2d``
 sub-cell, ``bn2d``, which owns the hyper-parameters and the parameters
 ``bn2d.moving_mean``, ``bn2d.moving_variance``, ``bn2d.gamma`` and ``bn2d.beta``.
+The rest lives beside it:
+
+- :mod:`bn3d._mindspore`: :class:`Parameter` (``parameter.py``), the
+  initialisers and :func:`set_seed` (``initializers.py``), and MindSpore's
+  BatchNorm primitive (``primitive.py``), which checks a call and normalises
+  through :mod:`bn3d._core`; every number the cell produces comes from there;
+- :mod:`bn3d._compat.mindspore`: MindSpore's messages and type names;
+- :mod:`bn3d._facade`: what both dialects' modules share (the lock, each
+  thread's forward record, the backward from a record).
 
 Deliberate differences from MindSpore (everything else, errors included, is
 meant to be the same):
@@ -37,13 +45,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
-from . import _core
-from ._call_state import CallState
-from ._mindspore_init import (
+from ._compat import mindspore as _ms
+from ._facade import Facade, ForwardRecord
+from ._mindspore import primitive
+from ._mindspore.initializers import (
     Constant,
     Initializer,
     Normal,
@@ -55,7 +64,7 @@ from ._mindspore_init import (
     initializer,
     set_seed,
 )
-from ._mindspore_parameter import Parameter, tensor_data, type_name
+from ._mindspore.parameter import Parameter, tensor_data
 
 __all__ = [
     "BatchNorm3d",
@@ -71,15 +80,6 @@ __all__ = [
     "set_seed",
     "torch_momentum",
 ]
-
-_PRIMITIVE_FLOATS = (np.dtype(np.float16), np.dtype(np.float32))
-_PRIMITIVE_FLOAT_NAMES = "{Tensor[Float16], Tensor[Float32]}"
-# The order in which MindSpore's BatchNorm primitive names its parameter inputs.
-_PRIMITIVE_PARAMETERS = ("scale", "bias", "mean", "variance")
-_SIGNATURE_NAMES = {bool: "bool", int: "int", float: "float", str: "string"}
-# Implicit type promotion between parameters: any number type beats bool and the integers.
-_KIND_RANK = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
-
 
 def torch_momentum(momentum: Any) -> Any:
     """The core's momentum for MindSpore's ``momentum``: the document's Difference 3.
@@ -108,87 +108,19 @@ def torch_momentum(momentum: Any) -> Any:
     return 1.0 - momentum
 
 
-def _float32(value: Any) -> np.float32:
-    with np.errstate(over="ignore"):
-        return np.float32(value)
-
-
-def _cpp_float(value: Any) -> str:
-    """A number as MindSpore's C++ messages print it (six significant digits)."""
-    return format(float(value), "g")
-
-
-def _signature_type_name(value: Any) -> str:
-    """The type of an argument as MindSpore's 'Failed calling' message names it."""
-    if value is None:
-        return "None"
-    if isinstance(value, (list, tuple)):
-        kind = "List" if isinstance(value, list) else "Tuple"
-        return f"{kind}<{', '.join(_signature_type_name(item) for item in value)}>"
-    return _SIGNATURE_NAMES.get(type(value), str(type(value)))
-
-
-def _check_epsilon_type(epsilon: Any) -> None:
-    if not isinstance(epsilon, (float, np.floating)):
-        raise TypeError(
-            'Failed calling BatchNorm with "BatchNorm(is_training=bool, '
-            f"epsilon={_signature_type_name(epsilon)}, momentum=float, data_format=string)"
-            '(input_x=Tensor, scale=Tensor, bias=Tensor, mean=Tensor, variance=Tensor)".\n'
-            "The valid calling should be: \n"
-            '"BatchNorm(is_training=<bool>, epsilon=<float>, momentum=<float>, '
-            "data_format=<string>)(input_x=<Tensor>, scale=<Tensor>, bias=<Tensor>, "
-            'mean=<Tensor>, variance=<Tensor>)".'
-        )
-
-
-def _promoted(first: np.dtype, second: np.dtype) -> np.dtype:
-    rank_first, rank_second = _KIND_RANK[first.kind], _KIND_RANK[second.kind]
-    if rank_first != rank_second and min(rank_first, rank_second) < 2:
-        return first if rank_first > rank_second else second
-    return np.promote_types(first, second)
-
-
-def _check_convertible(first: np.dtype, second: np.dtype) -> None:
-    """MindSpore's training primitive wants each pair (scale, bias), (mean, variance) of one
-    dtype, and refuses to convert a Parameter to the promoted one."""
-    if first == second:
-        return
-    target = _promoted(first, second)
-    source = first if first != target else second
-    raise TypeError(
-        "Data type conversion is not supported for a 'Parameter', nor for the input tensor of "
-        f"an in-place operator, so data type {type_name(source)}, which cannot be converted to "
-        f"data type {type_name(target)} automatically."
-    )
-
-
 def _input_array(x: Any) -> np.ndarray:
     array = tensor_data(x)
     if array is None:
-        raise TypeError(f"For primitive[Shape], the input argument must be Tensor, but got "
-                        f"{type(x)}.")
+        raise _ms.error("shape_input_type", type=type(x))
     return array
-
-
-class _CallRecord(NamedTuple):
-    """What :meth:`BatchNorm3d.backward` needs from the most recent call."""
-
-    input: np.ndarray
-    gamma: np.ndarray  # a copy of the gamma that normalised: later changes do not leak in
-    gamma_dtype: np.dtype
-    beta_dtype: np.dtype
-    used_batch_statistics: bool
-    epsilon: float
-    save_mean: np.ndarray
-    save_invstd: np.ndarray
 
 
 class _BatchNorm2d:
     """The ``bn2d`` sub-cell of :class:`BatchNorm3d` (MindSpore's ``BatchNorm2d``).
 
-    It owns the hyper-parameters and the parameters, checks a call as
-    MindSpore's BatchNorm primitive does and normalises through
-    :func:`bn3d._core.batch_norm`. Its attributes are MindSpore's:
+    It owns the hyper-parameters and the parameters, and normalises through
+    its BatchNorm primitive (:func:`bn3d._mindspore.primitive.batch_norm`),
+    which checks the call as MindSpore's does. Its attributes are MindSpore's:
     ``num_features``, ``eps``, ``momentum`` (which holds ``1 - momentum``, see
     :func:`torch_momentum`), ``use_batch_statistics`` and ``training``. As in
     MindSpore, ``eps`` and ``momentum`` are captured by the cell's primitives
@@ -210,17 +142,13 @@ class _BatchNorm2d:
         dtype: Any,
     ) -> None:
         if isinstance(num_features, bool) or not isinstance(num_features, int):
-            raise TypeError("For 'BatchNorm2d', the type of 'num_features' should be 'int', but "
-                            f"got type '{type(num_features).__name__}'.")
+            raise _ms.error("num_features_type", type=type(num_features).__name__)
         if num_features < 1:
-            raise ValueError("For 'BatchNorm2d', the 'num_features' must be at least 1, but got "
-                             f"{num_features}.")
+            raise _ms.error("num_features_value", value=num_features)
         if momentum < 0 or momentum > 1:
-            raise ValueError("For 'BatchNorm2d', the 'momentum' must be a number in range [0, 1], "
-                             f"but got {momentum}.")
+            raise _ms.error("momentum_range", momentum=momentum)
         if use_batch_statistics is not None and not isinstance(use_batch_statistics, bool):
-            raise ValueError("For 'BatchNorm2d', the 'use_batch_statistics' must be a boolean "
-                             f"value or None, but got {use_batch_statistics}.")
+            raise _ms.error("use_batch_statistics_type", value=use_batch_statistics)
         self.num_features = num_features
         self.eps = eps
         self.use_batch_statistics = use_batch_statistics
@@ -272,78 +200,28 @@ class _BatchNorm2d:
             return bool(self.training)
         return bool(self.use_batch_statistics)
 
-    def _check_call(self, x: np.ndarray, arrays: dict[str, np.ndarray], uses_batch: bool) -> None:
-        """Raise what MindSpore's BatchNorm primitive raises for this call, in its order."""
-        _check_epsilon_type(self._primitive_epsilon)
-        if uses_batch:
-            _check_convertible(arrays["scale"].dtype, arrays["bias"].dtype)
-            _check_convertible(arrays["mean"].dtype, arrays["variance"].dtype)
-        epsilon = _float32(self._primitive_epsilon)
-        if not 0 < epsilon <= 1:
-            raise ValueError(f"For primitive[BatchNorm], the eps must be in (0,1], but got "
-                             f"{_cpp_float(epsilon)}.")
-        if uses_batch and not 0 <= self._primitive_momentum <= 1:
-            raise ValueError(f"For primitive[BatchNorm], the momentum must be in (0,1], but got "
-                             f"{_cpp_float(self._primitive_momentum)}.")
-        for name, array in arrays.items():
-            if array.ndim != 1:
-                raise ValueError(f"For primitive[BatchNorm], the rank of {name} must be equal "
-                                 f"to 1, but got {array.ndim}.")
-        scale_size, bias_size, mean_size, variance_size = (a.shape[0] for a in arrays.values())
-        if scale_size != bias_size:
-            raise ValueError(f"For primitive[BatchNorm], the scale and bias: [{scale_size},] "
-                             f"must be equal to [{bias_size},]")
-        if scale_size != x.shape[1]:
-            raise ValueError("For BatchNorm, scale.shape[0] should be equal to input_x's channel "
-                             f"dimension: {x.shape[1]}, bug got scale.shape[0]: {scale_size}.")
-        if not scale_size == mean_size == variance_size:
-            raise ValueError("For 'BatchNorm', 'scale', 'bias', 'mean', and 'variance' should "
-                             f"have the same size during training, but got {scale_size}, "
-                             f"{bias_size}, {mean_size} and {variance_size}.")
-        if x.dtype not in _PRIMITIVE_FLOATS:
-            raise TypeError("For primitive[BatchNorm], the input argument[input_x] must be a "
-                            f"type of {_PRIMITIVE_FLOAT_NAMES}, but got "
-                            f"Tensor[{type_name(x.dtype)}].")
-        if len({array.dtype for array in arrays.values()}) > 1:
-            raise TypeError("For primitive[BatchNorm], the input type must be same.\n" + "\n".join(
-                f"name:[{name}]:Ref[Tensor[{type_name(arrays[name].dtype)}]]."
-                for name in sorted(arrays)))
-        if arrays["bias"].dtype not in _PRIMITIVE_FLOATS:
-            raise TypeError("For primitive[BatchNorm], the input argument[bias] must be a type "
-                            f"of {_PRIMITIVE_FLOAT_NAMES}, but got "
-                            f"Ref[Tensor[{type_name(arrays['bias'].dtype)}]].")
-
-    def normalise(self, x: np.ndarray) -> tuple[np.ndarray, _CallRecord]:
-        """Check and normalise ``x`` (N, C, ...); update the moving statistics if batch
-        statistics normalise. The caller holds the cell's lock."""
+    def normalise(self, x: np.ndarray) -> tuple[np.ndarray, ForwardRecord]:
+        """Normalise ``x`` (N, C, ...) through the cell's BatchNorm primitive, which updates
+        the moving statistics if batch statistics normalise. The caller holds the cell's lock."""
         uses_batch = self.uses_batch_statistics()
         # The parameters' arrays, read once: a concurrent set_data (which replaces
         # a parameter's array) then simply comes after this call.
-        arrays = dict(zip(_PRIMITIVE_PARAMETERS, (self._gamma.asnumpy(), self._beta.asnumpy(),
-                                                  self._moving_mean.asnumpy(),
-                                                  self._moving_variance.asnumpy())))
-        self._check_call(x, arrays, uses_batch)
-        epsilon = float(_float32(self._primitive_epsilon))
-        # MindSpore 2.10's CPU kernel updates float32 moving statistics only: with
-        # float16 parameters it normalises with the batch statistics and leaves
-        # the moving ones as they were.
-        updates = uses_batch and arrays["mean"].dtype == np.float32
-        if updates:  # checked now: a call that raises changes nothing
-            _core.check_writable(arrays["mean"], self._moving_mean.name)
-            _core.check_writable(arrays["variance"], self._moving_variance.name)
-        output, save_mean, save_invstd = _core.batch_norm(
-            x, arrays["scale"], arrays["bias"], epsilon, use_batch_stats=uses_batch,
-            running_mean=arrays["mean"], running_var=arrays["variance"],
-            momentum=self._primitive_momentum if updates else None)
-        record = _CallRecord(
-            input=x, gamma=arrays["scale"].copy(), gamma_dtype=self._gamma.dtype,
-            beta_dtype=self._beta.dtype, used_batch_statistics=uses_batch, epsilon=epsilon,
+        gamma, beta, mean, variance = (parameter.asnumpy() for parameter in
+                                       (self._gamma, self._beta, self._moving_mean,
+                                        self._moving_variance))
+        output, save_mean, save_invstd = primitive.batch_norm(
+            x, gamma, beta, mean, variance, is_training=uses_batch,
+            epsilon=self._primitive_epsilon, momentum=self._primitive_momentum,
+            moving_names=(self._moving_mean.name, self._moving_variance.name))
+        # Gradients for gamma and beta, in their dtypes, whether they are trainable or not.
+        return output, ForwardRecord(
+            input=x, weight=gamma.copy(), used_batch_stats=uses_batch,
             save_mean=save_mean, save_invstd=save_invstd,
+            weight_dtype=self._gamma.dtype, bias_dtype=self._beta.dtype,
         )
-        return output, record
 
 
-class BatchNorm3d(CallState):
+class BatchNorm3d(Facade):
     """Batch normalisation over 5-D data ``(N, C, D, H, W)``, as ``mindspore.nn.BatchNorm3d``.
 
     ``y = (x - mean) / sqrt(var + eps) * gamma + beta`` per channel, with the
@@ -443,7 +321,7 @@ class BatchNorm3d(CallState):
         use_batch_statistics: bool | None = None,
         dtype: Any = np.float32,
     ) -> None:
-        self._init_call_state()
+        self._init_facade()
         self.training = False
         self.bn2d = _BatchNorm2d(num_features, eps, momentum, affine, gamma_init, beta_init,
                                  moving_mean_init, moving_var_init, use_batch_statistics, dtype)
@@ -583,12 +461,8 @@ class BatchNorm3d(CallState):
         """
         array = _input_array(x)
         if array.ndim != 5:
-            raise ValueError(f"For 'BatchNorm3d', the in_shape must have 5 dims, but got "
-                             f"{array.ndim}.")
-        with self._lock:
-            output, record = self.bn2d.normalise(array)
-        self._record_call(record)
-        return output
+            raise _ms.error("input_rank", ndim=array.ndim)
+        return self._forward(self.bn2d.normalise, array)
 
     def backward(self, grad_output: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Gradients of this thread's most recent call with respect to x, gamma and beta.
@@ -630,19 +504,24 @@ class BatchNorm3d(CallState):
         >>> bool(np.abs(grad_x).max() < 1e-6), grad_beta
         (True, array([4.], dtype=float32))
         """
-        record = self._recorded_call()
-        if record is None:
-            raise RuntimeError("backward() needs a call first: this cell has not normalised any "
-                               "input in this thread yet")
-        g = tensor_data(grad_output)
-        if g is None:
-            raise TypeError(f"grad_output must be a tensor, not {type(grad_output).__name__}")
-        if g.shape != record.input.shape:
-            raise ValueError(f"grad_output has shape {g.shape}, but the most recent call's "
-                             f"output has shape {record.input.shape}")
-        if g.dtype.kind not in "biuf":
-            raise TypeError(f"grad_output must hold real numbers, not {g.dtype}")
-        grad_x, grad_gamma, grad_beta = _core.batch_norm_backward(
-            g.astype(record.input.dtype, copy=False), record.input, record.gamma,
-            record.save_mean, record.save_invstd, use_batch_stats=record.used_batch_statistics)
-        return grad_x, grad_gamma.astype(record.gamma_dtype), grad_beta.astype(record.beta_dtype)
+        grad_x, grad_gamma, grad_beta = self._backward(
+            grad_output, _checked_grad_output,
+            no_forward="backward() needs a call first: this cell has not normalised any input "
+                       "in this thread yet",
+        )
+        assert grad_gamma is not None and grad_beta is not None  # a cell records both dtypes
+        return grad_x, grad_gamma, grad_beta
+
+
+def _checked_grad_output(grad_output: Any, record: ForwardRecord) -> np.ndarray:
+    """``grad_output`` as an array, or an error for one that does not fit the call's output
+    (bn3d's own words: MindSpore has no backward call of this form to copy them from)."""
+    g = tensor_data(grad_output)
+    if g is None:
+        raise TypeError(f"grad_output must be a tensor, not {type(grad_output).__name__}")
+    if g.shape != record.input.shape:
+        raise ValueError(f"grad_output has shape {g.shape}, but the most recent call's "
+                         f"output has shape {record.input.shape}")
+    if g.dtype.kind not in "biuf":
+        raise TypeError(f"grad_output must hold real numbers, not {g.dtype}")
+    return g

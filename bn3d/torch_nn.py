@@ -1,9 +1,16 @@
 """``torch.nn.BatchNorm3d`` (PyTorch 2.13) on numpy arrays.
 
-:class:`BatchNorm3d` holds the module's semantics and state; every number it
-produces comes from :mod:`bn3d.functional`. The class layout follows PyTorch's:
-:class:`_BatchNorm` holds the state and the logic shared by the batch-norm
-modules, :class:`BatchNorm3d` adds only its input-rank check.
+:class:`BatchNorm3d` holds the module's semantics and state. The class layout
+follows PyTorch's: :class:`_BatchNorm` holds the state and the logic shared by
+the batch-norm modules, :class:`BatchNorm3d` adds only its input-rank check.
+The rest lives beside it:
+
+- :mod:`bn3d.functional`: the forward's arithmetic (``torch.nn.functional``),
+  which checks its arguments as torch does; every output comes from there;
+- :mod:`bn3d._compat.torch`: PyTorch's messages, type names and argument parser;
+- :mod:`bn3d._facade`: what both dialects' modules share (the lock, each
+  thread's forward record, the backward from a record, which gives the
+  gradients through :mod:`bn3d._core`).
 
 Deliberate differences from PyTorch (everything else is meant to be identical,
 errors included):
@@ -29,15 +36,16 @@ import numbers
 import re
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
 from . import _core
-from ._call_state import CallState
+from ._compat import numpy_dtype
 from ._compat import torch as _torch
 from ._core import check_writable
-from .functional import batch_norm, batch_norm_backward
+from ._facade import Facade, ForwardRecord
+from .functional import batch_norm
 
 __all__ = ["BatchNorm3d"]
 
@@ -45,12 +53,6 @@ _Module = TypeVar("_Module", bound="_BatchNorm")
 
 _FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 _STATE_NAMES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
-# The version torch's _NormBase writes into state_dict metadata (2 added num_batches_tracked).
-_STATE_VERSION = 2
-_DEVICE_TYPES = (
-    "cpu", "cuda", "ipu", "xpu", "mkldnn", "opengl", "opencl", "ideep", "hip", "ve", "fpga",
-    "maia", "xla", "lazy", "vulkan", "mps", "meta", "hpu", "mtia", "privateuseone",
-)
 _DEVICE_STRING = re.compile(r"([A-Za-z_]+)(?::(0|[1-9][0-9]*))?")
 
 
@@ -60,42 +62,32 @@ def _check_device(device: Any) -> None:
         return
     if isinstance(device, numbers.Integral) and not isinstance(device, bool):
         if device < 0:
-            raise RuntimeError("Device index must not be negative")
-        raise RuntimeError("Cannot access accelerator device when none is available.")
+            raise _torch.error("device_index_negative")
+        raise _torch.error("no_accelerator")
     if type(device).__module__ == "torch" and type(device).__name__ == "device":
         device = str(device)
     if not isinstance(device, str):
-        raise TypeError(
-            f"empty(): argument 'device' must be torch.device, not {type(device).__name__}"
-        )
+        raise _torch.error("device_argument_type", type=type(device).__name__)
     if not device:
-        raise RuntimeError("Device string must not be empty")
+        raise _torch.error("device_string_empty")
     match = _DEVICE_STRING.fullmatch(device)
     if match is None:
-        raise RuntimeError(f"Invalid device string: '{device}'")
+        raise _torch.error("device_string_invalid", device=device)
     device_type = match.group(1)
-    if device_type not in _DEVICE_TYPES:
-        raise RuntimeError(
-            f"Expected one of {', '.join(_DEVICE_TYPES)} device type at start of device "
-            f"string: {device}"
-        )
+    if device_type not in _torch.DEVICE_TYPES:
+        raise _torch.error("device_type_unknown", device=device)
     if device_type == "cuda":
-        raise AssertionError("Torch not compiled with CUDA enabled")
+        raise _torch.error("no_cuda")
     if device_type != "cpu":
         raise ValueError(f"bn3d computes on the CPU only, not on device '{device}'")
 
 
-def _resolve_dtype(dtype: Any) -> np.dtype:
+def _module_dtype(dtype: Any) -> np.dtype:
     """A numpy dtype, a dtype name or a torch dtype, as one of the three float dtypes."""
     if dtype is None:
         return np.dtype(np.float32)
-    if type(dtype).__module__ == "torch" and type(dtype).__name__ == "dtype":
-        dtype = str(dtype).rpartition(".")[2]  # torch.float64 -> 'float64'
-    try:
-        resolved = np.dtype(dtype)
-    except TypeError:
-        resolved = np.dtype(object)  # not understood: refused below
-    if resolved not in _FLOAT_DTYPES:
+    resolved = numpy_dtype(dtype, "torch")
+    if resolved is None or resolved not in _FLOAT_DTYPES:
         raise TypeError(f"dtype must be float16, float32 or float64, got {dtype!r}")
     return resolved
 
@@ -103,47 +95,13 @@ def _resolve_dtype(dtype: Any) -> np.dtype:
 def _new_parameter(num_features: Any, dtype: np.dtype) -> np.ndarray:
     """An uninitialised (num_features,) array, with torch.empty's argument checks."""
     if isinstance(num_features, bool) or not isinstance(num_features, numbers.Integral):
-        raise TypeError(
-            "empty(): argument 'size' (position 1) must be tuple of ints, "
-            f"not {type(num_features).__name__}"
-        )
+        raise _torch.error("size_argument_type", type=type(num_features).__name__)
     if num_features < 0:
-        raise RuntimeError(
-            f"Trying to create tensor with negative dimension {num_features}: [{num_features}]"
-        )
+        raise _torch.error("negative_dimension", size=num_features)
     return np.empty(int(num_features), dtype=dtype)
 
 
-class _IncompatibleKeys(NamedTuple):
-    """What :meth:`_BatchNorm.load_state_dict` returns, printed as torch prints it."""
-
-    missing_keys: list[str]
-    unexpected_keys: list[str]
-
-    def __repr__(self) -> str:
-        if not self.missing_keys and not self.unexpected_keys:
-            return "<All keys matched successfully>"
-        return (f"_IncompatibleKeys(missing_keys={self.missing_keys!r}, "
-                f"unexpected_keys={self.unexpected_keys!r})")
-
-    __str__ = __repr__
-
-
-class _ForwardRecord(NamedTuple):
-    """What :meth:`_BatchNorm.backward` needs from the most recent forward."""
-
-    input: np.ndarray
-    weight: np.ndarray | None  # a copy: later changes to the module do not leak in
-    has_bias: bool
-    running_mean: np.ndarray | None  # eval only: typed and sized like the stats used
-    running_var: np.ndarray | None
-    used_batch_stats: bool
-    eps: float
-    save_mean: np.ndarray
-    save_invstd: np.ndarray
-
-
-class _BatchNorm(CallState):
+class _BatchNorm(Facade):
     """State and behaviour shared by the batch-norm modules (torch's ``_BatchNorm``).
 
     Subclasses implement :meth:`_check_input_dim`. See :class:`BatchNorm3d` for
@@ -174,9 +132,9 @@ class _BatchNorm(CallState):
         *,
         bias: bool = True,
     ) -> None:
-        self._init_call_state()
+        self._init_facade()
         _check_device(device)
-        dtype = _resolve_dtype(dtype)
+        dtype = _module_dtype(dtype)
         self.training = True
         self.num_features = num_features
         self.eps = eps
@@ -244,7 +202,7 @@ class _BatchNorm(CallState):
         False
         """
         if not isinstance(mode, bool):
-            raise ValueError("training mode is expected to be boolean")
+            raise _torch.error("training_mode_type")
         with self._lock:
             self.training = mode
         return self
@@ -281,9 +239,10 @@ class _BatchNorm(CallState):
         """
         if self.track_running_stats:
             with self._lock:
-                self.running_mean.fill(0)
-                self.running_var.fill(1)
-                self.num_batches_tracked.fill(0)
+                # The buffers exist when running statistics are tracked (as torch says).
+                self.running_mean.fill(0)  # type: ignore[union-attr]
+                self.running_var.fill(1)  # type: ignore[union-attr]
+                self.num_batches_tracked.fill(0)  # type: ignore[union-attr]
 
     def reset_parameters(self) -> None:
         """Reset the running statistics, the weight to 1 and the bias to 0, in place.
@@ -300,7 +259,7 @@ class _BatchNorm(CallState):
         with self._lock:
             self.reset_running_stats()
             if self.affine:
-                self.weight.fill(1)
+                self.weight.fill(1)  # type: ignore[union-attr]
                 if self.bias is not None:
                     self.bias.fill(0)
 
@@ -350,39 +309,38 @@ class _BatchNorm(CallState):
         """
         x = _torch.tensor_argument(input, "batch_norm", "input")
         self._check_input_dim(x)
-        with self._lock:
-            momentum = self.momentum
-            average_factor = 0.0 if momentum is None else momentum
-            counting = (self.training and self.track_running_stats
-                        and self.num_batches_tracked is not None)
-            if counting:  # checked now: a call that raises changes nothing
-                check_writable(self.num_batches_tracked, "num_batches_tracked")
-            if counting and momentum is None:  # cumulative average, counting this batch
-                average_factor = 1.0 / float(int(self.num_batches_tracked) + 1)
-            used_batch_stats = self.training or (
-                self.running_mean is None and self.running_var is None
-            )
-            pass_buffers = not self.training or self.track_running_stats
-            running_mean = self.running_mean if pass_buffers else None
-            running_var = self.running_var if pass_buffers else None
-            output, save_mean, save_invstd = batch_norm(
-                x, running_mean, running_var, self.weight, self.bias, used_batch_stats,
-                average_factor, self.eps, return_stats=True,
-            )
-            if counting:
-                self.num_batches_tracked += 1
-            self._record_call(_ForwardRecord(
-                input=x,
-                weight=None if self.weight is None else self.weight.copy(),
-                has_bias=self.bias is not None,
-                running_mean=None if used_batch_stats else running_mean,
-                running_var=None if used_batch_stats else running_var,
-                used_batch_stats=used_batch_stats,
-                eps=self.eps,
-                save_mean=save_mean,
-                save_invstd=save_invstd,
-            ))
-            return output
+        return self._forward(self._normalise, x)
+
+    def _normalise(self, x: np.ndarray) -> tuple[np.ndarray, ForwardRecord]:
+        """The forward's output and record; the caller holds the lock."""
+        momentum = self.momentum
+        average_factor = 0.0 if momentum is None else momentum
+        count = self.num_batches_tracked if self.training and self.track_running_stats else None
+        if count is not None:  # checked now: a call that raises changes nothing
+            check_writable(count, "num_batches_tracked")
+            if momentum is None:  # cumulative average, counting this batch
+                average_factor = 1.0 / float(int(count) + 1)
+        used_batch_stats = self.training or (
+            self.running_mean is None and self.running_var is None
+        )
+        pass_buffers = not self.training or self.track_running_stats
+        running_mean = self.running_mean if pass_buffers else None
+        running_var = self.running_var if pass_buffers else None
+        output, save_mean, save_invstd = batch_norm(
+            x, running_mean, running_var, self.weight, self.bias, used_batch_stats,
+            average_factor, self.eps, return_stats=True,
+        )
+        if count is not None:
+            count[...] += 1  # the module's own array, in place
+        return output, ForwardRecord(
+            input=x,
+            weight=None if self.weight is None else self.weight.copy(),
+            used_batch_stats=used_batch_stats,
+            save_mean=save_mean,
+            save_invstd=save_invstd,
+            weight_dtype=None if self.weight is None else self.weight.dtype,
+            bias_dtype=None if self.bias is None else self.bias.dtype,
+        )
 
     def backward(
         self, grad_output: Any
@@ -427,35 +385,10 @@ class _BatchNorm(CallState):
         >>> bool(np.abs(grad_input).max() < 1e-12), grad_bias
         (True, array([4.]))
         """
-        with self._lock:
-            record = self._recorded_call()
-            if record is None:
-                raise RuntimeError(
-                    "backward() needs a forward() first: this module has not computed any "
-                    "output in this thread yet"
-                )
-            g = _torch.tensor_argument(grad_output, "native_batch_norm_backward", "grad_out")
-            x = record.input
-            if g.shape != x.shape:
-                raise RuntimeError(
-                    f"Mismatch in shape: grad_output[0] has a shape of {_torch.size(g.shape)} "
-                    f"and output[0] has a shape of {_torch.size(x.shape)}."
-                )
-            if g.dtype.kind == "c":
-                raise RuntimeError(
-                    "For complex Tensors, both grad_output and output are required to have "
-                    "the same dtype. Mismatch in dtype: grad_output[0] has a dtype of "
-                    f"torch.{g.dtype} and output[0] has a dtype of torch.{x.dtype}."
-                )
-            grad_input, grad_weight, grad_bias = batch_norm_backward(
-                g.astype(x.dtype, copy=False), x, record.running_mean, record.running_var,
-                record.weight, record.used_batch_stats, record.eps,
-                save_mean=record.save_mean, save_invstd=record.save_invstd,
-            )
-        return (
-            grad_input,
-            None if record.weight is None else grad_weight,
-            grad_bias if record.has_bias else None,
+        return self._backward(
+            grad_output, _checked_grad_output,
+            no_forward="backward() needs a forward() first: this module has not computed any "
+                       "output in this thread yet",
         )
 
     # -- state --
@@ -483,7 +416,7 @@ class _BatchNorm(CallState):
                 for name in _STATE_NAMES
                 if getattr(self, name) is not None
             )
-        state._metadata = OrderedDict([("", {"version": _STATE_VERSION})])
+        state._metadata = OrderedDict([("", {"version": _torch.STATE_DICT_VERSION})])  # type: ignore[attr-defined]
         return state
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> Any:
@@ -528,13 +461,14 @@ class _BatchNorm(CallState):
         array([ 0.5, -0.5], dtype=float32)
         """
         if not isinstance(state_dict, Mapping):
-            raise TypeError(f"Expected state_dict to be dict-like, got {type(state_dict)}.")
+            raise _torch.error("state_dict_type", type=type(state_dict))
         metadata = getattr(state_dict, "_metadata", None)
         version = (metadata or {}).get("", {}).get("version")
         with self._lock:
             state = dict(state_dict)
             key = "num_batches_tracked"
-            if (version is None or version < _STATE_VERSION) and self.track_running_stats:
+            if (version is None or version < _torch.STATE_DICT_VERSION) and \
+                    self.track_running_stats:
                 if key not in state:  # written before the count existed: keep ours
                     nbt = self.num_batches_tracked
                     state[key] = np.zeros((), np.int64) if nbt is None else nbt
@@ -553,17 +487,30 @@ class _BatchNorm(CallState):
                         errors.append(error)
             if strict:
                 if unexpected:
-                    errors.insert(0, "Unexpected key(s) in state_dict: {}. ".format(
-                        ", ".join(f'"{k}"' for k in unexpected)))
+                    errors.insert(0, _torch.message(
+                        "unexpected_keys", keys=", ".join(f'"{k}"' for k in unexpected)))
                 if missing:
-                    errors.insert(0, "Missing key(s) in state_dict: {}. ".format(
-                        ", ".join(f'"{k}"' for k in missing)))
+                    errors.insert(0, _torch.message(
+                        "missing_keys", keys=", ".join(f'"{k}"' for k in missing)))
             if errors:
-                raise RuntimeError("Error(s) in loading state_dict for {}:\n\t{}".format(
-                    type(self).__name__, "\n\t".join(errors)))
+                raise _torch.error("load_state_dict", module=type(self).__name__,
+                                   errors="\n\t".join(errors))
             for name, value in loaded.items():
                 local[name][...] = value
-        return _IncompatibleKeys(missing, unexpected)
+        return _torch.IncompatibleKeys(missing, unexpected)
+
+
+def _checked_grad_output(grad_output: Any, record: ForwardRecord) -> np.ndarray:
+    """``grad_output`` as an array, with the errors torch's autograd raises for one that does
+    not fit the forward's output."""
+    g = _torch.tensor_argument(grad_output, "native_batch_norm_backward", "grad_out")
+    x = record.input
+    if g.shape != x.shape:
+        raise _torch.error("grad_shape", grad_size=_torch.size(g.shape),
+                           output_size=_torch.size(x.shape))
+    if g.dtype.kind == "c":
+        raise _torch.error("grad_complex_dtype", grad_dtype=g.dtype, output_dtype=x.dtype)
+    return g
 
 
 def _loadable(name: str, value: Any, target: np.ndarray) -> tuple[Any, str | None]:
@@ -572,14 +519,13 @@ def _loadable(name: str, value: Any, target: np.ndarray) -> tuple[Any, str | Non
     if array is None:  # lists and numbers load too: bn3d's state has no tensors to insist on
         array = np.asarray(value)
     if array.dtype.kind not in "biuf":
-        return None, (f'While copying the parameter named "{name}", expected torch.Tensor or '
-                      f"Tensor-like object from checkpoint but received {type(value)}")
+        return None, _torch.message("not_a_tensor", name=name, type=type(value))
     if target.ndim == 0 and array.shape == (1,):  # torch loads old 1-element counts
         array = array[0]
     if array.shape != target.shape:
-        return None, (f"size mismatch for {name}: copying a param with shape "
-                      f"{_torch.size(array.shape)} from checkpoint, the shape in current model "
-                      f"is {_torch.size(target.shape)}.")
+        return None, _torch.message("size_mismatch", name=name,
+                                    checkpoint_size=_torch.size(array.shape),
+                                    model_size=_torch.size(target.shape))
     return np.array(array, dtype=target.dtype), None
 
 
@@ -653,4 +599,4 @@ class BatchNorm3d(_BatchNorm):
 
     def _check_input_dim(self, input: np.ndarray) -> None:
         if input.ndim != 5:
-            raise ValueError(f"expected 5D input (got {input.ndim}D input)")
+            raise _torch.error("input_dims", expected=5, ndim=input.ndim)

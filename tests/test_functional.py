@@ -125,6 +125,41 @@ def test_error_table_matches_real_torch(name):
     assert str(raised.value) == message
 
 
+def test_none_for_the_input_is_torchs_type_error():
+    message = "argument 'input' (position 1) must be Tensor, not NoneType"
+    for call, function in [(lambda: batch_norm(None, *stats()), "batch_norm"),
+                           (lambda: bn3d.batch_norm_stats(None), "batch_norm"),
+                           (lambda: native_batch_norm(None, None, None, None, None, True, 0.1,
+                                                      1e-5), "native_batch_norm")]:
+        with pytest.raises(TypeError) as raised:
+            call()
+        assert str(raised.value) == f"{function}(): {message}"
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError) as raised:
+        torch.nn.functional.batch_norm(None, *map(torch.from_numpy, stats()))
+    assert str(raised.value) == f"batch_norm(): {message}"
+
+
+@pytest.mark.parametrize("missing", ["grad_out", "input"])
+def test_none_for_a_tensor_of_the_backward_is_torchs_runtime_error(missing):
+    x, mean, invstd = x5(), np.zeros(3), np.ones(3)
+    tensors = {"grad_out": x, "input": x, missing: None}
+    index = list(tensors).index(missing)
+    message = (f"Expected a proper Tensor but got None (or an undefined Tensor in C++) for "
+               f"argument #{index} '{missing}'")
+    with pytest.raises(RuntimeError) as raised:
+        batch_norm_backward(*tensors.values(), None, None, training=True, save_mean=mean,
+                            save_invstd=invstd)
+    assert str(raised.value) == message
+    torch = pytest.importorskip("torch")
+    with pytest.raises(RuntimeError) as raised:
+        torch.ops.aten.native_batch_norm_backward(
+            *[None if t is None else torch.from_numpy(t) for t in tensors.values()], None, None,
+            None, torch.from_numpy(mean), torch.from_numpy(invstd), True, 1e-5,
+            [True, True, True])
+    assert str(raised.value) == message
+
+
 def test_a_failing_call_changes_nothing():
     running_mean, running_var = np.full(3, 0.5, F32), np.full(3, 2.0, F32)
     out = np.full((2, 3, 4, 5, 6), 7.0, F32)

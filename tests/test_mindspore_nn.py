@@ -6,7 +6,10 @@ Every expected message here was read off MindSpore 2.10 (CPU); the differential 
 
 from __future__ import annotations
 
+import ast
 import copy
+import doctest
+import importlib
 import inspect
 import pickle
 import threading
@@ -998,6 +1001,69 @@ def test_backward_pairs_with_the_calling_threads_call():
     assert cell.backward(np.ones_like(x_main))[0].shape == x_main.shape
 
 
+def test_backward_racing_calls_in_other_threads_pairs_with_its_own_threads_call(
+        frequent_thread_switches):
+    threads, calls = 6, 20
+    shape = (2, 3, 2, 3, 2)
+    batches = [data(shape, seed=i, shift=i) for i in range(threads)]
+    grads = [data(shape, seed=100 + i) for i in range(threads)]
+    serial = BatchNorm3d(3, gamma_init=np.array([0.5, 1.0, 2.0], F32)).set_train()
+    expected = [(serial(x), serial.backward(g)) for x, g in zip(batches, grads)]
+
+    cell = BatchNorm3d(3, gamma_init=np.array([0.5, 1.0, 2.0], F32)).set_train()
+    results = [[] for _ in range(threads)]
+    failures = []
+    start = threading.Barrier(threads)
+
+    def hammer(i):
+        try:
+            start.wait()
+            for _ in range(calls):
+                output = cell(batches[i])
+                results[i].append((output, cell.backward(grads[i])))
+        except BaseException as error:  # surfaced below
+            failures.append(error)
+
+    workers = [threading.Thread(target=hammer, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert not failures
+    for i, (output, gradients) in enumerate(expected):  # each thread saw its own call
+        assert len(results[i]) == calls
+        for got_output, got_gradients in results[i]:
+            np.testing.assert_array_equal(got_output, output)
+            for got, want in zip(got_gradients, gradients):
+                np.testing.assert_array_equal(got, want)
+
+
+class _GradientThatCallsMeanwhile:
+    """A gradient which, while the backward reads it, has another thread call the cell."""
+
+    def __init__(self, gradient, cell, x):
+        self.gradient, self.cell, self.x = gradient, cell, x
+        self.other_call_waited = None
+
+    def __array__(self, dtype=None, copy=None):
+        other = threading.Thread(target=self.cell, args=(self.x,))
+        other.start()
+        other.join(timeout=0.2)
+        self.other_call_waited = other.is_alive()
+        self.other = other
+        return self.gradient
+
+
+def test_a_call_in_another_thread_waits_for_a_backward():
+    cell = BatchNorm3d(3).set_train()
+    x = data((2, 3, 2, 2, 2))
+    cell(x)
+    gradient = _GradientThatCallsMeanwhile(np.ones_like(x), cell, x)
+    cell.backward(gradient)
+    gradient.other.join()
+    assert gradient.other_call_waited
+
+
 @pytest.mark.parametrize("clone", [copy.deepcopy, lambda cell: pickle.loads(pickle.dumps(cell))])
 def test_cells_can_be_copied_and_pickled(clone):
     cell = _cell_with_state().set_train()
@@ -1009,3 +1075,51 @@ def test_cells_can_be_copied_and_pickled(clone):
     np.testing.assert_array_equal(twin(x), cell(x))
     assert_same_values(values(cell), values(twin))
     assert twin.moving_mean.asnumpy() is not cell.moving_mean.asnumpy()
+
+
+# -- the words: MindSpore's messages live in bn3d._compat.mindspore -------------------------
+
+
+def _names_raised(module, alias):
+    """The error names a module passes to ``alias.error`` (both branches of a conditional
+    name)."""
+    names = set()
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "error" and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == alias):
+            names |= _string_choices(node.args[0])
+    return names
+
+
+def _string_choices(node):
+    """The literal strings an expression may be: a literal, either branch of a conditional;
+    none for a name computed otherwise."""
+    if isinstance(node, ast.IfExp):
+        return _string_choices(node.body) | _string_choices(node.orelse)
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return {node.value}
+    return set()
+
+
+def test_every_mindspore_error_raised_is_in_the_table_and_every_entry_is_raised():
+    import bn3d._mindspore.initializers as initializers
+    import bn3d._mindspore.parameter as parameter
+    import bn3d._mindspore.primitive as primitive
+    import bn3d.mindspore_nn
+    from bn3d._compat import mindspore as words
+
+    raised = set().union(*(_names_raised(module, "_ms") for module in
+                           (bn3d.mindspore_nn, parameter, initializers, primitive)))
+    # The initialisers that cannot fill a 1-D parameter raise the error their name maps to.
+    raised |= set(initializers._NAMED_FOR_MORE_DIMENSIONS.values())
+    assert raised == set(words.ERRORS)
+    assert words.VERSION == "2.10.0"
+
+
+@pytest.mark.parametrize("name", ["bn3d._compat.mindspore", "bn3d._mindspore.parameter",
+                                  "bn3d._mindspore.initializers", "bn3d._mindspore.primitive"])
+def test_docstring_examples_of_the_mindspore_helpers_run(name):
+    result = doctest.testmod(importlib.import_module(name),
+                             optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0 and result.attempted > 0

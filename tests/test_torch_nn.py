@@ -6,7 +6,10 @@ Every expected message here was read off PyTorch 2.13; the differential tests
 
 from __future__ import annotations
 
+import ast
 import copy
+import doctest
+import importlib
 import inspect
 import pickle
 import threading
@@ -748,6 +751,33 @@ def test_backward_pairs_with_the_calling_threads_forward():
     assert bn.backward(data())[0].shape == data().shape
 
 
+class _GradientThatCallsMeanwhile:
+    """A gradient which, while the backward reads it, has another thread call the module."""
+
+    def __init__(self, gradient, module, x):
+        self.gradient, self.module, self.x = gradient, module, x
+        self.other_call_waited = None
+
+    def __array__(self, dtype=None, copy=None):
+        other = threading.Thread(target=self.module, args=(self.x,))
+        other.start()
+        other.join(timeout=0.2)
+        self.other_call_waited = other.is_alive()
+        self.other = other
+        return self.gradient
+
+
+def test_a_forward_in_another_thread_waits_for_a_backward():
+    bn = BatchNorm3d(3)
+    x = data()
+    bn(x)
+    gradient = _GradientThatCallsMeanwhile(np.ones_like(x), bn, x)
+    bn.backward(gradient)
+    gradient.other.join()
+    assert gradient.other_call_waited
+    assert bn.num_batches_tracked == 2
+
+
 @pytest.mark.parametrize("clone", [copy.deepcopy, lambda m: pickle.loads(pickle.dumps(m))],
                          ids=["deepcopy", "pickle"])
 def test_modules_can_be_copied_and_pickled(clone):
@@ -770,3 +800,45 @@ def test_seed_example_matches_torch():
     np.testing.assert_allclose(bn.running_var, [0.90166664, 0.90166664], rtol=1e-7)
     assert bn.num_batches_tracked == 1
 
+
+# -- the words: PyTorch's messages live in bn3d._compat.torch -------------------------------
+
+
+def _names_raised(module, alias):
+    """The error names a module passes to ``alias.error`` or ``alias.message`` (both branches
+    of a conditional name)."""
+    names = set()
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("error", "message")
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == alias):
+            names |= _string_choices(node.args[0])
+    return names
+
+
+def _string_choices(node):
+    """The literal strings an expression may be: a literal, either branch of a conditional;
+    none for a name computed otherwise."""
+    if isinstance(node, ast.IfExp):
+        return _string_choices(node.body) | _string_choices(node.orelse)
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return {node.value}
+    return set()
+
+
+def test_every_torch_error_raised_is_in_the_table_and_every_entry_is_raised():
+    import bn3d.functional
+    import bn3d.torch_nn
+    from bn3d._compat import torch as words
+
+    raised = _names_raised(bn3d.functional, "_torch") | _names_raised(bn3d.torch_nn, "_torch")
+    raised_by_the_parser = {"argument_type", "broadcast", "undefined_tensor"}
+    assert raised | raised_by_the_parser == set(words.ERRORS)
+    assert words.VERSION == "2.13.0"
+
+
+@pytest.mark.parametrize("name", ["bn3d._compat", "bn3d._compat.torch"])
+def test_docstring_examples_of_the_torch_words_run(name):
+    result = doctest.testmod(importlib.import_module(name),
+                             optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0 and result.attempted > 0

@@ -7,6 +7,7 @@ a number, a tensor of the right shape, or an :class:`Initializer` object.
 The random initialisers draw from one numpy ``Generator`` that :func:`set_seed`
 re-seeds, so a seed makes them reproducible. They follow MindSpore's
 distributions, but the numbers differ from MindSpore's own random generator.
+MindSpore's messages come from :mod:`bn3d._compat.mindspore`.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ import abc
 import math
 import numbers
 import threading
+from collections.abc import Callable
 from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 
-from ._mindspore_parameter import tensor_data
+from .._compat import mindspore as _ms
+from .._compat import numpy_dtype
+from .parameter import tensor_data
 
 __all__ = [
     "Constant",
@@ -70,13 +74,12 @@ def set_seed(seed: int) -> None:
     """
     global _generator, _global_seed
     if not isinstance(seed, int):
-        raise TypeError(f"The argument 'seed' must be type of int, but got {type(seed)}.")
+        raise _ms.error("seed_type", type=type(seed))
     if isinstance(seed, bool) or seed < 0:
-        error = TypeError if isinstance(seed, bool) else ValueError
-        raise error(f"For 'global_seed', the 'seed' must be int and must >= 0, but got "
-                    f"'{seed}' with type '{type(seed).__name__}'.")
+        raise _ms.error("seed_bool" if isinstance(seed, bool) else "seed_negative", seed=seed,
+                        type=type(seed).__name__)
     if seed > 2**32 - 1:
-        raise ValueError("Seed must be between 0 and 2**32 - 1")
+        raise _ms.error("seed_too_large")
     with _random_lock:
         _generator = np.random.default_rng(seed)
         _global_seed = seed
@@ -102,7 +105,8 @@ def get_seed() -> int | None:
 def _draw(method: str, *args: Any, size: tuple[int, ...]) -> np.ndarray:
     """Call ``method`` of the shared generator (thread-safe)."""
     with _random_lock:
-        return getattr(_generator, method)(*args, size=size)
+        values: np.ndarray = getattr(_generator, method)(*args, size=size)
+    return values
 
 
 class Initializer(abc.ABC):
@@ -199,7 +203,7 @@ class Normal(Initializer):
 
     def _initialize(self, arr: np.ndarray) -> None:
         if self.sigma < 0:
-            raise ValueError("sigma < 0")
+            raise _ms.error("sigma_negative")
         arr[...] = _draw("normal", self.mean, self.sigma, size=arr.shape)
 
 
@@ -255,7 +259,7 @@ class TruncatedNormal(Initializer):
 
     def _initialize(self, arr: np.ndarray) -> None:
         if self.sigma < 0:
-            raise ValueError("sigma < 0")
+            raise _ms.error("sigma_negative")
         arr[...] = _truncated_normal(float(self.mean), float(self.sigma), float(self.a),
                                      float(self.b), arr.shape)
 
@@ -288,32 +292,28 @@ def _truncated_normal(mean: float, sigma: float, a: float, b: float,
 class _NeedsMoreDimensions(Initializer):
     """A MindSpore initialiser that cannot fill a 1-D array: raises its error when used."""
 
-    def __init__(self, message: str) -> None:
-        self.message = message
+    def __init__(self, error_name: str) -> None:
+        self.error_name = error_name
 
     def _initialize(self, arr: np.ndarray) -> None:
-        raise ValueError(self.message)
+        raise _ms.error(self.error_name)
 
 
-# The names MindSpore registers, lowercased.
-_NAMED = {
+# The names MindSpore registers for initialisers that can fill a 1-D array, lowercased.
+_NAMED: dict[str, Callable[[], Initializer]] = {
     "zeros": Zero, "zero": Zero, "ones": One, "one": One,
     "normal": Normal, "uniform": Uniform, "truncatednormal": TruncatedNormal,
 }
-_FAN_ERROR = "'fan_in' and 'fan_out' can not be computed for tensor with fewer than 2 " \
-             "dimensions, but got dimensions 1."
+# The other names MindSpore registers, lowercased, with the error each raises for a 1-D array.
 _NAMED_FOR_MORE_DIMENSIONS = {
-    "xavier_normal": _FAN_ERROR, "xaviernormal": _FAN_ERROR,
-    "xavier_uniform": _FAN_ERROR, "xavieruniform": _FAN_ERROR,
-    "he_normal": _FAN_ERROR, "henormal": _FAN_ERROR,
-    "he_uniform": _FAN_ERROR, "heuniform": _FAN_ERROR,
-    "variancescaling": _FAN_ERROR,
-    "identity": "For Identity initializer, the dimension of the initialized tensor should be 2, "
-                "but got 1.",
-    "orthogonal": "For Orthogonal initializer, the dimension of the initialized tensor should be "
-                  "no less than 2, but got 1.",
-    "dirac": "For Dirac initializer, only support to initialize tensor with dimension of 3, 4 "
-             "or 5, but got 1.",
+    "xavier_normal": "fan_in_and_fan_out", "xaviernormal": "fan_in_and_fan_out",
+    "xavier_uniform": "fan_in_and_fan_out", "xavieruniform": "fan_in_and_fan_out",
+    "he_normal": "fan_in_and_fan_out", "henormal": "fan_in_and_fan_out",
+    "he_uniform": "fan_in_and_fan_out", "heuniform": "fan_in_and_fan_out",
+    "variancescaling": "fan_in_and_fan_out",
+    "identity": "identity_dimensions",
+    "orthogonal": "orthogonal_dimensions",
+    "dirac": "dirac_dimensions",
 }
 
 
@@ -325,8 +325,8 @@ def _named_initializer(init: str) -> Initializer:
     if name in _NAMED_FOR_MORE_DIMENSIONS:
         return _NeedsMoreDimensions(_NAMED_FOR_MORE_DIMENSIONS[name])
     if name == "sparse":  # MindSpore fails to construct it without its 'sparsity' argument
-        raise TypeError("Sparse.__init__() missing 1 required positional argument: 'sparsity'")
-    raise ValueError(f"For 'initializer', the class corresponding to '{init}' was not found.")
+        raise _ms.error("sparse_without_sparsity")
+    raise _ms.error("initializer_not_found", name=init)
 
 
 def resolve_dtype(dtype: Any) -> np.dtype:
@@ -349,16 +349,12 @@ def resolve_dtype(dtype: Any) -> np.dtype:
     Examples
     --------
     >>> import numpy as np
+    >>> from bn3d._mindspore.initializers import resolve_dtype
     >>> resolve_dtype(np.float16), resolve_dtype("float32")
     (dtype('float16'), dtype('float32'))
     """
-    if type(dtype).__module__.startswith("mindspore"):
-        dtype = str(dtype).lower()  # mindspore.float16 prints as Float16
-    try:
-        resolved = np.dtype(dtype)
-    except TypeError:
-        resolved = np.dtype(object)  # not understood: refused below
-    if resolved.kind not in "biufc":
+    resolved = numpy_dtype(dtype, "mindspore")
+    if resolved is None or resolved.kind not in "biufc":
         raise TypeError(f"For 'Tensor', the 'dtype' should be a numeric numpy dtype or a "
                         f"MindSpore dtype, but got {dtype!r}.")
     return resolved
@@ -391,6 +387,7 @@ def initializer(init: Any, shape: int, dtype: Any) -> np.ndarray:
 
     Examples
     --------
+    >>> from bn3d._mindspore.initializers import initializer
     >>> initializer("One", 3, "float32")
     array([1., 1., 1.], dtype=float32)
     >>> initializer(2.5, 2, "float16")
@@ -399,20 +396,13 @@ def initializer(init: Any, shape: int, dtype: Any) -> np.ndarray:
     tensor = tensor_data(init)
     if tensor is not None:
         if tensor.shape != (shape,):
-            raise ValueError(
-                "For 'initializer', the shape of the 'init' argument should be same as the "
-                f"argument 'shape', but got the 'init' shape {list(tensor.shape)} and the "
-                f"'shape' {[shape]}."
-            )
+            raise _ms.error("initializer_shape", init_shape=list(tensor.shape), shape=[shape])
         if tensor.dtype.kind not in "biufc":
             raise TypeError(f"For 'initializer', the dtype of the 'init' tensor should be "
                             f"numeric, but got {tensor.dtype}.")
         return np.array(tensor)
     if not isinstance(init, (numbers.Number, str, Initializer)):
-        raise TypeError(
-            "For 'initializer', the type of the 'init' argument should be 'Tensor', 'number', "
-            f"'string' or 'initializer', but got {type(init)}."
-        )
+        raise _ms.error("initializer_type", type=type(init))
     if isinstance(init, str):
         init = _named_initializer(init)
     elif isinstance(init, numbers.Number):

@@ -3,6 +3,7 @@
 Numpy arrays are this world's tensors: wherever MindSpore wants a ``Tensor``,
 bn3d takes a numpy array, a MindSpore ``Tensor`` (through ``asnumpy()``) or
 anything with ``__array__`` or ``__dlpack__`` (:func:`tensor_data` decides).
+MindSpore's messages and dtype names come from :mod:`bn3d._compat.mindspore`.
 """
 
 from __future__ import annotations
@@ -11,49 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from ._core import to_array
+from .._compat import mindspore as _ms
+from .._core import to_array
 
-__all__ = ["Parameter", "tensor_data", "type_name"]
-
-# MindSpore's names for the numpy dtypes, as its reprs and messages print them.
-_TYPE_NAMES = {
-    np.dtype(np.bool_): "Bool",
-    np.dtype(np.int8): "Int8",
-    np.dtype(np.int16): "Int16",
-    np.dtype(np.int32): "Int32",
-    np.dtype(np.int64): "Int64",
-    np.dtype(np.uint8): "UInt8",
-    np.dtype(np.uint16): "UInt16",
-    np.dtype(np.uint32): "UInt32",
-    np.dtype(np.uint64): "UInt64",
-    np.dtype(np.float16): "Float16",
-    np.dtype(np.float32): "Float32",
-    np.dtype(np.float64): "Float64",
-    np.dtype(np.complex64): "Complex64",
-    np.dtype(np.complex128): "Complex128",
-}
-
-
-def type_name(dtype: Any) -> str:
-    """MindSpore's name of a numpy dtype (``'Float32'`` for float32).
-
-    Parameters
-    ----------
-    dtype : numpy dtype-like
-
-    Returns
-    -------
-    str
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> type_name(np.float16), type_name("uint8")
-    ('Float16', 'UInt8')
-    """
-    dtype = np.dtype(dtype)
-    return _TYPE_NAMES.get(dtype, str(dtype))
-
+__all__ = ["Parameter", "tensor_data"]
 
 def tensor_data(value: Any) -> np.ndarray | None:
     """``value`` as a numpy array if it is a tensor of this world, else None.
@@ -75,6 +37,7 @@ def tensor_data(value: Any) -> np.ndarray | None:
     Examples
     --------
     >>> import numpy as np
+    >>> from bn3d._mindspore.parameter import tensor_data
     >>> tensor_data(np.ones(2)), tensor_data([1.0, 2.0]), tensor_data(np.float32(1.0))
     (array([1., 1.]), None, None)
     """
@@ -87,7 +50,7 @@ def tensor_data(value: Any) -> np.ndarray | None:
 
 def _check_requires_grad(requires_grad: Any) -> bool:
     if not isinstance(requires_grad, bool):
-        raise TypeError("The argument `requires_grad` must be bool type")
+        raise _ms.error("requires_grad_type")
     return requires_grad
 
 
@@ -213,24 +176,18 @@ class Parameter:
         >>> Parameter(np.ones(2, np.float32), name="gamma").set_data(0.5).asnumpy()
         array(0.5, dtype=float32)
         """
+        array: np.ndarray | None
         if isinstance(data, (int, float)):
             if self.dtype.kind == "i" and isinstance(data, float):
-                raise TypeError(
-                    "Incoming Parameter dtype can not be converted to current dtype implicitly. "
-                    f"Current dtype is {type_name(self.dtype)}, and incoming is Float. "
-                    "Use .set_dtype(xxx) to change the dtype."
-                )
+                raise _ms.error("set_data_float_to_int", current=_ms.type_name(self.dtype))
             array = np.asarray(data)
         else:
             array = tensor_data(data)
             if array is None:
-                raise TypeError(
-                    "Parameter data must be [`Tensor`, `int`, `float`] or a kind of `Tensor` "
-                    f"(like `Tensor`). But with type {type(data)}."
-                )
+                raise _ms.error("set_data_type", type=type(data))
         self._data = np.array(array, dtype=self.dtype)  # one atomic rebinding
         return self
 
     def __repr__(self) -> str:
         return (f"Parameter (name={self._name}, shape={self.shape}, "
-                f"dtype={type_name(self.dtype)}, requires_grad={self._requires_grad})")
+                f"dtype={_ms.type_name(self.dtype)}, requires_grad={self._requires_grad})")
