@@ -383,13 +383,15 @@ def batch_norm(
         If a running statistic to update shares memory with another argument.
     """
     channels = x.shape[1]
-    update = use_batch_stats and momentum is not None and running_mean is not None
     _check_channels(channels, {"running_mean": running_mean, "running_var": running_var,
                                "weight": weight, "bias": bias})
-    if update:
-        check_writable(running_mean, "running_mean")
-        check_writable(running_var, "running_var")
-        check_separate({"running_mean": running_mean, "running_var": running_var},
+    # The running statistics to update, or None.
+    updated = (running_mean, running_var) if use_batch_stats and momentum is not None and \
+        running_mean is not None and running_var is not None else None
+    if updated is not None:
+        check_writable(updated[0], "running_mean")
+        check_writable(updated[1], "running_var")
+        check_separate({"running_mean": updated[0], "running_var": updated[1]},
                        {"input": x, "weight": weight, "bias": bias, "out": out})
     dtype = x.dtype.newbyteorder("=")
     channels_last = is_channels_last(x)
@@ -406,8 +408,8 @@ def batch_norm(
         mean, var_unbiased = np.empty(channels), np.empty(channels)
         _kernels.train_forward(x_kernel, destination.target, channels_last, weight64, bias64,
                                eps, mean, invstd, var_unbiased, threads)
-        if update and x.size > 0:
-            update_running_stats(running_mean, running_var, mean, var_unbiased, momentum)
+        if updated is not None and momentum is not None and x.size > 0:
+            update_running_stats(*updated, mean, var_unbiased, momentum)
     else:
         mean = _per_channel(running_mean, channels, 0.0)
         var = _per_channel(running_var, channels, 1.0)

@@ -185,7 +185,7 @@ def write_checkpoint(
         metadata = checkpoint_or_tensors.metadata if checkpoint_or_tensors.format == format else {}
         original_dtypes = checkpoint_or_tensors.metadata.get("original_dtypes")
     elif isinstance(checkpoint_or_tensors, Mapping):
-        tensors, metadata, original_dtypes = checkpoint_or_tensors, {}, None
+        tensors, metadata, original_dtypes = dict(checkpoint_or_tensors), {}, None
     else:
         raise TypeError("write_checkpoint takes a Checkpoint or a mapping of names to arrays, "
                         f"not {type(checkpoint_or_tensors).__name__}")

@@ -237,7 +237,7 @@ def write(
             content = memoryview(array.astype(array.dtype.newbyteorder("<")).tobytes())
             dims: list[int] = [0]
         else:
-            content, dims = memoryview(array.reshape(-1).view(np.uint8)), list(array.shape)
+            content, dims = array.reshape(-1).view(np.uint8).data, list(array.shape)
         entries.append((name, TENSOR_TYPES[kind], dims, content))
     checkpoint_class, _ = _message_classes()
     with atomic_output(path) as file:
@@ -315,7 +315,7 @@ def _peek_tag(chunk: memoryview) -> str | None:
     return None
 
 
-def _parse_value(path, entry: str, chunk: bytes, value_class: type) -> Any:
+def _parse_value(path, entry: str, chunk: bytes, value_class: Any) -> Any:
     tag = _peek_tag(memoryview(chunk))
     named = f"{entry} (tag {tag!r})" if tag is not None else entry
     try:

@@ -128,7 +128,7 @@ def read(path: str | os.PathLike) -> Checkpoint:
     if raw_metadata is not None:
         metadata["safetensors_metadata"] = dict(raw_metadata)
     mindspore = raw_metadata is not None and raw_metadata.get("format") == "ms"
-    if mindspore and "crc_num" in raw_metadata:
+    if mindspore and raw_metadata is not None and "crc_num" in raw_metadata:
         metadata["crc32"] = _verified_crc(path, raw_metadata["crc_num"], tensors, views)
     if original_dtypes:
         metadata["original_dtypes"] = original_dtypes
@@ -207,7 +207,7 @@ def write(
             crc = 0
             for name in sorted(arrays):
                 crc = zlib.crc32(name.encode("utf-8"), crc)
-                crc = zlib.crc32(arrays[name][1].reshape(-1).view(np.uint8), crc)
+                crc = zlib.crc32(arrays[name][1].reshape(-1).view(np.uint8).data, crc)
             metadata["crc_num"] = str(crc)
         if not arrays:  # MindSpore then calls save_file without metadata
             metadata = {}

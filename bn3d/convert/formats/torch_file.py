@@ -148,6 +148,7 @@ def write(
             raise CheckpointError(path, "is a string; torch files hold tensors only",
                                   entry=f"tensor {name!r}")
         key = str(index)
+        spec: tuple[Any, ...]
         if kind in STORAGE_TYPES:
             spec = ("_rebuild_tensor_v2", ("torch", STORAGE_TYPES[kind].name), key, array.size,
                     array.shape, _contiguous_strides(array.shape), None)
@@ -155,7 +156,7 @@ def write(
             spec = ("_rebuild_tensor_v3", ("torch.storage", "UntypedStorage"), key, array.nbytes,
                     array.shape, _contiguous_strides(array.shape), kind)
         specs.append((name, spec))
-        storages.append(array.reshape(-1).view(np.uint8))
+        storages.append(array.reshape(-1).view(np.uint8).data)
     writer = PickleWriter()
     try:
         writer.state_dict(specs, module_metadata=module_metadata)
