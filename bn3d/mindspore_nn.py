@@ -214,7 +214,9 @@ class _BatchNorm2d:
             epsilon=self._primitive_epsilon, momentum=self._primitive_momentum,
             moving_names=(self._moving_mean.name, self._moving_variance.name))
         # Gradients for gamma and beta, in their dtypes, whether they are trainable or not.
-        return output, ForwardRecord(
+        # MindSpore's tensors have no memory format: the output is C-contiguous whatever
+        # the input's layout (a copy only for a channels-last input).
+        return np.ascontiguousarray(output), ForwardRecord(
             input=x, weight=gamma.copy(), used_batch_stats=uses_batch,
             save_mean=save_mean, save_invstd=save_invstd,
             weight_dtype=self._gamma.dtype, bias_dtype=self._beta.dtype,
@@ -443,7 +445,9 @@ class BatchNorm3d(Facade):
         Returns
         -------
         numpy.ndarray
-            A new array with the input's shape and dtype.
+            A new array with the input's shape and dtype, C-contiguous whatever the
+            input's memory layout: MindSpore's tensors have no memory format (a
+            channels-last input is computed by the channels-last kernels, then copied).
 
         Raises
         ------
@@ -482,7 +486,7 @@ class BatchNorm3d(Facade):
         Returns
         -------
         grad_x : numpy.ndarray
-            The input's shape and dtype.
+            The input's shape and dtype, C-contiguous (as the call's output).
         grad_gamma, grad_beta : numpy.ndarray
             Shape (C,), in gamma's and beta's dtypes; computed even when they
             are not trainable.
@@ -510,7 +514,7 @@ class BatchNorm3d(Facade):
                        "in this thread yet",
         )
         assert grad_gamma is not None and grad_beta is not None  # a cell records both dtypes
-        return grad_x, grad_gamma, grad_beta
+        return np.ascontiguousarray(grad_x), grad_gamma, grad_beta
 
 
 def _checked_grad_output(grad_output: Any, record: ForwardRecord) -> np.ndarray:
