@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import textwrap
 
+import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
@@ -83,10 +84,18 @@ class BuildExtWithOpenMP(build_ext):
 
 
 # The kernels' C (bn3d/_src): one translation unit per instruction set, and the dispatch.
-KERNEL_SOURCES = sorted(glob.glob("bn3d/_src/*.c"))
+KERNEL_SOURCES = sorted(glob.glob("bn3d/_src/kernels_*.c")) + ["bn3d/_src/dispatch.c"]
 KERNEL_HEADERS = sorted(glob.glob("bn3d/_src/*.h"))
-extensions = [Extension("bn3d._kernels", ["bn3d/_kernels.pyx", *KERNEL_SOURCES],
-                        include_dirs=["bn3d/_src"], depends=KERNEL_HEADERS)]
+extensions = [
+    Extension("bn3d._kernels", ["bn3d/_kernels.pyx", *KERNEL_SOURCES],
+              include_dirs=["bn3d/_src"], depends=KERNEL_HEADERS),
+    # The output pool is a numpy memory handler (NEP 49, numpy >= 1.22's C API).
+    Extension("bn3d._output_pool", ["bn3d/_output_pool.pyx", "bn3d/_src/output_pool.c"],
+              include_dirs=["bn3d/_src", numpy.get_include()],
+              depends=["bn3d/_src/output_pool.h"],
+              define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_22_API_VERSION"),
+                             ("NPY_TARGET_VERSION", "NPY_1_22_API_VERSION")]),
+]
 
 setup(
     ext_modules=cythonize(extensions, language_level=3),

@@ -14,6 +14,7 @@ except ImportError as error:
     raise_if_not_built(error)
 
 from . import mindspore_nn, torch_nn  # noqa: E402
+from ._memory import output_pool_stats, set_output_pool_limit
 from ._threads import get_num_threads, openmp_enabled, set_num_threads
 from .functional import (
     batch_norm,
@@ -33,6 +34,8 @@ __all__ = [
     "mindspore_nn",
     "native_batch_norm",
     "openmp_enabled",
+    "output_pool_stats",
     "set_num_threads",
+    "set_output_pool_limit",
     "torch_nn",
 ]

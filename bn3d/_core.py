@@ -33,6 +33,7 @@ import numpy as np
 
 from . import _kernels
 from ._cache import configure_streaming
+from ._memory import empty, pooled
 from ._threads import threads_for
 
 __all__ = [
@@ -210,13 +211,14 @@ def _kernel_view(x: Array, dtype: np.dtype, channels_last: bool) -> Array:
     """``x`` (N, C, *) as the kernels take it, in ``dtype``: (N, C, L) with unit stride
     along L, or (N, L, C) with unit stride along C and each sample's (L, C) slab dense.
     A view where the strides allow it, else a copy in that layout."""
-    x = x.astype(dtype, copy=False)
-    view = _kernel_view_in_place(x, channels_last)
-    if view is None:
-        n, c, length = shape_ncl(x.shape)
-        moved = np.moveaxis(x, 1, -1) if channels_last else x
-        view = np.ascontiguousarray(moved).reshape((n, length, c) if channels_last
-                                                   else (n, c, length))
+    with pooled(dtype.itemsize * x.size):  # a converted or copied input is bn3d's own
+        x = x.astype(dtype, copy=False)
+        view = _kernel_view_in_place(x, channels_last)
+        if view is None:
+            n, c, length = shape_ncl(x.shape)
+            moved = np.moveaxis(x, 1, -1) if channels_last else x
+            view = np.ascontiguousarray(moved).reshape((n, length, c) if channels_last
+                                                       else (n, c, length))
     return view
 
 
@@ -241,10 +243,10 @@ def _logical(view: Array, shape: tuple[int, ...], channels_last: bool) -> Array:
 
 
 def _empty(shape: tuple[int, ...], dtype: np.dtype, channels_last: bool) -> Array:
-    """A new (N, C, *) array, its memory C-ordered or channels last."""
+    """A new (N, C, *) array, its memory C-ordered or channels last (see bn3d._memory)."""
     if channels_last:
-        return np.moveaxis(np.empty((shape[0], *shape[2:], shape[1]), dtype), -1, 1)
-    return np.empty(shape, dtype)
+        return np.moveaxis(empty((shape[0], *shape[2:], shape[1]), dtype), -1, 1)
+    return empty(shape, dtype)
 
 
 def _per_channel(array: Array | None, channels: int, default: float) -> Array:
@@ -313,7 +315,7 @@ class _Destination:
         self._copy_back = view is None
         n, c, length = shape_ncl(result.shape)
         self.target = view if view is not None else \
-            np.empty((n, length, c) if channels_last else (n, c, length), compute)
+            empty((n, length, c) if channels_last else (n, c, length), compute)
 
     def finish(self) -> Array:
         """The result, once the kernel has written the target."""

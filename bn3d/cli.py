@@ -11,6 +11,7 @@ from typing import Callable
 import numpy as np
 
 from . import __version__, _kernels
+from ._memory import output_pool_stats
 from ._threads import get_num_threads, openmp_enabled
 from .spec import (
     FACADES,
@@ -37,6 +38,15 @@ def _streaming() -> str:
             f"{_kernels.store_width()}-byte stores")
 
 
+def _output_pool() -> str:
+    """The output pool's limit and what it keeps now."""
+    stats = output_pool_stats()
+    if stats["limit"] == 0:
+        return "off (set_output_pool_limit(0))"
+    return (f"keeps up to {stats['limit'] / 2**20:g} MiB of freed output blocks "
+            f"(now {stats['kept_bytes'] / 2**20:.1f} MiB in {stats['kept_blocks']} blocks)")
+
+
 def _info(args: argparse.Namespace) -> int:
     """Print the version, OpenMP and thread settings, and how bn3d was built."""
     rows = [
@@ -46,6 +56,7 @@ def _info(args: argparse.Namespace) -> int:
         ("openmp", "on" if openmp_enabled() else "off"),
         ("threads", str(get_num_threads())),
         ("streaming", _streaming()),
+        ("output pool", _output_pool()),
         ("compiler", _kernels.compiler_version()),
         ("compile flags", _kernels.build_flags()),
         ("kernels", _kernels.__file__),
