@@ -7,9 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import bn3d
-
-SOURCE = Path(bn3d.__file__).resolve().parent
+# The source tree's package (an installed bn3d has no .pyx).
+SOURCE = Path(__file__).resolve().parent.parent / "bn3d"
 
 
 def test_an_unbuilt_source_tree_raises_an_import_error_that_says_what_to_run(tmp_path):

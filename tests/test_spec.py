@@ -154,14 +154,16 @@ def test_loading_without_jsonschema_uses_the_typed_model_and_validating_says_wha
         spec.load_spec(validate=True)
 
 
-def test_importing_bn3d_and_its_spec_needs_numpy_only():
+def test_importing_bn3d_and_its_spec_needs_numpy_only(tmp_path):
     code = textwrap.dedent("""
         import sys
         sys.modules.update(yaml=None, jsonschema=None, torch=None, mindspore=None)
         import bn3d, bn3d.cli, bn3d.spec
         print("imported")
     """)
-    process = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    # From an empty directory, so the installed bn3d is imported, not the source tree.
+    process = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             cwd=tmp_path)
     assert process.stdout == "imported\n", process.stderr
 
 
