@@ -18,7 +18,7 @@ cdef extern from "numpy/arrayobject.h":
         uint8_t version
         PyDataMemAllocator allocator
     object PyDataMem_SetHandler(object handler)
-    void import_array()
+    int _import_array() except -1  # numpy's C API (import_array() is a macro that returns NULL)
 
 cdef extern from "output_pool.h" nogil:
     const size_t BN3D_POOL_SMALLEST
@@ -35,7 +35,7 @@ cdef extern from "output_pool.h" nogil:
     void bn3d_pool_set_limit(size_t limit)
     bn3d_pool_stats bn3d_pool_get_stats()
 
-import_array()
+_import_array()
 
 cdef PyDataMem_Handler handler
 strcpy(handler.name, b"bn3d_output_pool")

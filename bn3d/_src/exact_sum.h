@@ -127,7 +127,7 @@ static inline void bn3d_exact_merge(bn3d_exact_sum *into, const bn3d_exact_sum *
 /* The sum rounded to the nearest double (ties to even; subnormal results may round
    twice). */
 static inline double bn3d_exact_value(const bn3d_exact_sum *s) {
-    bn3d_exact_sum t;
+    bn3d_exact_sum t = *s; /* a whole copy: normalising it changes no limb of s */
     int32_t k, top;
     double sign = 1.0, rounded;
     unsigned __int128 digits = 0;
@@ -135,11 +135,6 @@ static inline double bn3d_exact_value(const bn3d_exact_sum *s) {
     if (s->special & BN3D_NAN || (s->special & BN3D_PLUS_INF && s->special & BN3D_MINUS_INF))
         return NAN;
     if (s->special) return s->special & BN3D_PLUS_INF ? INFINITY : -INFINITY;
-    t.low = s->low;
-    t.high = s->high;
-    t.special = 0;
-    t.pending = 0;
-    for (k = s->low; k < s->high; k++) t.limb[k] = s->limb[k];
     bn3d_exact_normalise(&t);
     if (t.low == t.high) return 0.0;
     if (t.limb[t.high - 1] < 0) { /* negative: take the magnitude */
