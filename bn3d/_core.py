@@ -41,14 +41,26 @@ __all__ = [
     "BatchStats",
     "FLOAT_DTYPES",
     "OverlapError",
+    "PopulationStats",
     "batch_norm",
     "batch_norm_backward",
     "batch_stats",
+    "block_rows",
     "check_out",
     "check_separate",
     "check_writable",
     "compute_dtype",
+    "finish_gradients",
+    "finish_moments",
+    "finish_population",
+    "first_block",
+    "grad_input_from_partials",
+    "gradient_partials",
     "inverse_std",
+    "merge_partials",
+    "moment_partials",
+    "normalise_with_stats",
+    "pilots",
     "shape_ncl",
     "to_array",
     "update_running_stats",
@@ -513,3 +525,150 @@ def batch_norm_backward(
     kernel(g_kernel, x_kernel, destination.target, channels_last, mean64, invstd64, weight64,
            grad_weight, grad_bias, threads_for(x.size))
     return destination.finish(), grad_weight, grad_bias
+
+
+# -- chunks of a batch (what bn3d.dask distributes) ----------------------------------------
+
+
+BLOCK_ELEMENTS = _kernels.BLOCK_ELEMENTS
+"""The longest block: rows longer than it are cut into segments of this many elements."""
+
+
+def block_rows(length: int) -> int:
+    """The rows of ``length`` elements in one block: a split of the batch at multiples of
+    it keeps every block whole, and the results bitwise those of the whole batch."""
+    return _kernels.block_rows(length)
+
+
+def first_block(x: Array) -> Array:
+    """The logical first block of every channel of ``x`` (N, C, *): rows ``0 .. G - 1``,
+    the first 2048 elements of each, as an (G', C, L') array (what ``pilots`` reads)."""
+    n, c, length = shape_ncl(x.shape)
+    rows = min(n, block_rows(length))
+    return np.ascontiguousarray(x[:rows]).reshape(rows, c, length)[:, :, :BLOCK_ELEMENTS]
+
+
+def pilots(first: Array) -> Array:
+    """The pilot of every channel (float64, (C,)) from its first block (``first_block``)."""
+    pilot = np.zeros(first.shape[1])
+    if first.size:
+        compute = compute_dtype(first.dtype)
+        _kernels.pilots(_kernel_view(first, compute, False), False, pilot)
+    return pilot
+
+
+def moment_partials(x: Array, pilot: Array) -> Array:
+    """The exact moment sums of each channel of a chunk of a batch (int64 words,
+    (C, ``partial_words()``)), every block of the chunk reduced as in the whole batch."""
+    partials = np.zeros((x.shape[1], _kernels.partial_words()), np.int64)
+    if x.size:
+        channels_last = is_channels_last(x)
+        _kernels.moment_partials(_kernel_view(x, compute_dtype(x.dtype), channels_last),
+                                 channels_last, _per_channel(pilot, x.shape[1], 0.0), partials,
+                                 threads_for(x.size))
+    return partials
+
+
+def gradient_partials(grad_output: Array, x: Array, mean: Array) -> Array:
+    """The exact gradient sums (``sum(g)``, ``sum(g * (x - mean))``) of each channel of a
+    chunk of a batch (int64 words, (C, ``partial_words()``))."""
+    partials = np.zeros((x.shape[1], _kernels.partial_words()), np.int64)
+    if x.size:
+        channels_last = is_channels_last(x)
+        compute = compute_dtype(x.dtype)
+        _kernels.gradient_partials(_kernel_view(grad_output, compute, channels_last),
+                                   _kernel_view(x, compute, channels_last), channels_last,
+                                   _per_channel(mean, x.shape[1], 0.0), partials,
+                                   threads_for(x.size))
+    return partials
+
+
+def merge_partials(partials: Iterable[Array]) -> Array:
+    """The sum of the partials of several chunks of a batch (exact: any order, any
+    grouping gives the same bits)."""
+    partials = iter(partials)
+    total = np.array(next(partials), dtype=np.int64, order="C")
+    for other in partials:
+        _kernels.merge_partials(total, np.ascontiguousarray(other, dtype=np.int64))
+    return total
+
+
+def finish_moments(partials: Array, pilot: Array, eps: float) -> BatchStats:
+    """The statistics of a batch from its merged moment partials: bitwise those of
+    :func:`batch_stats` on the whole batch."""
+    channels = partials.shape[0]
+    stats = BatchStats(np.empty(channels), np.empty(channels), np.empty(channels))
+    _kernels.finish_moments(np.ascontiguousarray(partials), _per_channel(pilot, channels, 0.0),
+                            eps, stats.mean, stats.invstd, stats.var)
+    return stats
+
+
+class PopulationStats(NamedTuple):
+    """Per-channel statistics of a whole data set, float64 arrays of shape (C,)."""
+
+    values: Array
+    """The number of values of each channel."""
+    mean: Array
+    var: Array
+    """The biased variance, ``sum((x - mean)**2) / count``."""
+    var_unbiased: Array
+    """``sum((x - mean)**2) / (count - 1)``: what running statistics hold."""
+
+
+def finish_population(partials: Array, pilot: Array) -> PopulationStats:
+    """The count, mean and variances of a data set from its merged moment partials."""
+    channels = partials.shape[0]
+    stats = PopulationStats(*(np.empty(channels) for _ in range(4)))
+    _kernels.finish_population(np.ascontiguousarray(partials),
+                               _per_channel(pilot, channels, 0.0), *stats)
+    return stats
+
+
+def finish_gradients(partials: Array, invstd: Array) -> tuple[Array, Array]:
+    """``(sum(g * xhat), sum(g))`` of each channel from merged gradient partials."""
+    channels = partials.shape[0]
+    grad_weight, grad_bias = np.empty(channels), np.empty(channels)
+    _kernels.finish_gradients(np.ascontiguousarray(partials),
+                              _per_channel(invstd, channels, 1.0), grad_weight, grad_bias)
+    return grad_weight, grad_bias
+
+
+def normalise_with_stats(x: Array, mean: Array, invstd: Array, weight: Array | None,
+                         bias: Array | None) -> Array:
+    """``x`` normalised with given statistics: bitwise what a training :func:`batch_norm`
+    of the whole batch writes for these elements, once it has the statistics."""
+    channels = x.shape[1]
+    dtype = x.dtype.newbyteorder("=")
+    compute = compute_dtype(dtype)
+    channels_last = is_channels_last(x)
+    x_kernel = _kernel_view(x, compute, channels_last)
+    destination = _Destination(_empty(x.shape, dtype, channels_last), compute, channels_last,
+                               ())
+    _kernels.normalise_with_stats(x_kernel, destination.target, channels_last,
+                                  _per_channel(mean, channels, 0.0),
+                                  _per_channel(invstd, channels, 1.0),
+                                  _per_channel(weight, channels, 1.0),
+                                  _per_channel(bias, channels, 0.0), threads_for(x.size))
+    return destination.finish()
+
+
+def grad_input_from_partials(grad_output: Array, x: Array, partials: Array, mean: Array,
+                             invstd: Array, weight: Array | None) -> Array:
+    """grad_input of a batch-statistics backward for a chunk of the batch, from the
+    merged gradient partials of the whole batch: bitwise the whole batch's."""
+    channels = x.shape[1]
+    dtype = x.dtype.newbyteorder("=")
+    compute = compute_dtype(dtype)
+    channels_last = is_channels_last(x)
+    mean64, invstd64 = _per_channel(mean, channels, 0.0), _per_channel(invstd, channels, 1.0)
+    weight64 = _per_channel(weight, channels, 1.0)
+    grad_mean, coefficient, scale = np.empty(channels), np.empty(channels), np.empty(channels)
+    _kernels.gradient_constants(np.ascontiguousarray(partials), mean64, invstd64, weight64,
+                                grad_mean, coefficient, scale)
+    destination = _Destination(_empty(x.shape, dtype, channels_last), compute, channels_last,
+                               ())
+    _kernels.grad_input_map(_kernel_view(grad_output, compute, channels_last),
+                            _kernel_view(x, compute, channels_last), destination.target,
+                            channels_last, mean64, grad_mean, coefficient, scale,
+                            threads_for(x.size))
+    return destination.finish()

@@ -173,6 +173,10 @@ def compiler_version():
     return bn3d_compiler_version().decode()
 
 
+#: The elements of one block: a split of a row at multiples of it keeps every block whole.
+BLOCK_ELEMENTS = BLOCK
+
+
 def block_rows(Py_ssize_t length):
     """Return how many consecutive rows of ``length`` elements form one block (``G``):
     a split of the batch at multiples of it keeps every block whole."""
@@ -256,6 +260,31 @@ def eval_forward(const floating[:, :, :] x, floating[:, :, :] y, bint channels_l
         raise MemoryError()
     for c in range(channels):
         invstd[c] = 1.0 / sqrt(var[c] + eps)
+        scale[c] = weight[c] * invstd[c]
+    with nogil:
+        status = normalise(&geometry, &x[0, 0, 0], strides_of(x, channels_last), &y[0, 0, 0],
+                           strides_of(y, channels_last), &mean[0], scale, &bias[0], threads)
+    free(scale)
+    if status != 0:
+        raise MemoryError()
+
+
+def normalise_with_stats(const floating[:, :, :] x, floating[:, :, :] y, bint channels_last,
+                         const double[::1] mean, const double[::1] invstd,
+                         const double[::1] weight, const double[::1] bias, int threads):
+    """Normalise ``x`` into ``y`` with given means and ``invstd``: exactly what
+    ``train_forward`` does once it has the batch statistics (a chunk of a batch whose
+    statistics were reduced elsewhere)."""
+    cdef Geometry geometry = make_geometry(x, channels_last, 2 * <Py_ssize_t>sizeof(floating))
+    cdef Py_ssize_t c, channels = geometry.channels
+    cdef double *scale
+    cdef int status
+    if channels == 0:
+        return
+    scale = <double *>malloc(channels * sizeof(double))
+    if scale == NULL:
+        raise MemoryError()
+    for c in range(channels):
         scale[c] = weight[c] * invstd[c]
     with nogil:
         status = normalise(&geometry, &x[0, 0, 0], strides_of(x, channels_last), &y[0, 0, 0],
@@ -401,6 +430,21 @@ def finish_moments(const long long[:, ::1] partials, const double[::1] pilot, do
     for c in range(partials.shape[0]):
         unpack_moment_sums(&partials[c, 0], &sums)
         store_statistics(&sums, pilot[c], &out, c)
+
+
+def finish_population(const long long[:, ::1] partials, const double[::1] pilot,
+                      double[::1] count, double[::1] mean, double[::1] var,
+                      double[::1] var_unbiased):
+    """The count, mean and biased and unbiased variances of merged moment partials."""
+    cdef bn3d_moment_sums sums
+    cdef double m2
+    cdef Py_ssize_t c
+    for c in range(partials.shape[0]):
+        unpack_moment_sums(&partials[c, 0], &sums)
+        bn3d_moment_sums_finish(&sums, pilot[c], &mean[c], &m2)
+        count[c] = sums.count
+        var[c] = m2 / sums.count
+        var_unbiased[c] = m2 / (sums.count - 1)
 
 
 def finish_gradients(const long long[:, ::1] partials, const double[::1] invstd,
