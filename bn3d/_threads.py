@@ -9,8 +9,11 @@ every call of the child on its calling thread.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import warnings
+from collections.abc import Iterator
 
 from . import _kernels
 
@@ -28,6 +31,7 @@ MAX_THREADS = 1024
 _requested: int | None = None
 _team_started = False  # a call of this process has used more than one thread
 _forked_after_team = False  # this process was forked after its parent's team started
+_this_thread = threading.local()  # .serial: calls of this thread run on it alone
 
 
 def _note_fork_in_child() -> None:
@@ -114,9 +118,25 @@ def get_num_threads() -> int:
     return _kernels.openmp_max_threads()
 
 
+@contextlib.contextmanager
+def serial_in_this_thread() -> Iterator[None]:
+    """Run this thread's calls on this thread alone while in the block.
+
+    For tasks of a parallel engine (Dask) that runs as many tasks at once as there are
+    cores: OpenMP threads of each would compete with the others for the same cores.
+    """
+    previous = getattr(_this_thread, "serial", False)
+    _this_thread.serial = True
+    try:
+        yield
+    finally:
+        _this_thread.serial = previous
+
+
 def threads_for(elements: int) -> int:
     """Return the number of threads for a call on ``elements`` data elements."""
     global _team_started
-    threads = 1 if elements < SERIAL_BELOW else get_num_threads()
+    serial = elements < SERIAL_BELOW or getattr(_this_thread, "serial", False)
+    threads = 1 if serial else get_num_threads()
     _team_started = _team_started or threads > 1
     return threads

@@ -36,7 +36,9 @@ that first pass with an error naming the chunk, before any output is written.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import dask.array as da
@@ -44,6 +46,7 @@ import numpy as np
 
 from . import _core, _kernels
 from ._core import PopulationStats
+from ._threads import serial_in_this_thread
 
 __all__ = [
     "PopulationStats",
@@ -152,22 +155,85 @@ def _merge(elements: np.ndarray, axis: Any = None, keepdims: bool = True) -> np.
         np.ascontiguousarray(merged).view(_PARTIAL).reshape(merged.shape[0])
 
 
+FAN_IN = 32
+"""The reduction tree's fan-in when none is given. Partials are small (about 1.2 KB a
+channel), so merging many at once is cheap, and a wide tree has few tasks."""
+
+
+def _fan_in(split_every: int | None, partials: da.Array, axes: tuple[int, ...]) -> dict:
+    """``split_every`` as the tree's fan-in. Dask spreads an integer over all the reduced
+    axes (its k-th root on each, so a binary tree for any value below 81 with four);
+    here it goes to the axes that have several chunks."""
+    fan_in = FAN_IN if split_every is None else split_every
+    if isinstance(fan_in, bool) or not isinstance(fan_in, int) or fan_in < 2:
+        raise ValueError(f"split_every must be an int of at least 2, got {split_every!r}")
+    chunked = [axis for axis in axes if partials.numblocks[axis] > 1] or [0]
+    each = max(2, int(fan_in ** (1 / len(chunked)) + 1e-9))
+    return {axis: each if axis in chunked else 2 for axis in axes}
+
+
 def _reduce(partials: da.Array, split_every: int | None) -> da.Array:
     """Partials of every chunk merged through Dask's tree into one per channel."""
     axes = (0, *range(2, partials.ndim))
     return da.reduction(partials, chunk=_merge, combine=_merge, aggregate=_merge, axis=axes,
-                        dtype=_PARTIAL, split_every=split_every, concatenate=True,
-                        meta=np.empty((0,), _PARTIAL))
+                        dtype=_PARTIAL, split_every=_fan_in(split_every, partials, axes),
+                        concatenate=True, meta=np.empty((0,), _PARTIAL))
 
 
-def _moment_partials(x: da.Array, pilot: np.ndarray) -> da.Array:
-    def chunk(block: np.ndarray, block_info: dict | None = None) -> np.ndarray:
-        block = _checked_block(block, x.dtype, block_info)
-        channels = slice(*block_info[0]["array-location"][1]) if block_info else slice(None)
-        return _as_element(_core.moment_partials(block, pilot[channels]), block.ndim)
+# The functions Dask runs on chunks live at module level and take small numpy arrays:
+# Dask hashes a task's function and arguments to name it, and a closure over a Dask
+# array would make it hash the array's whole graph (and any numpy data in it).
 
-    return x.map_blocks(chunk, dtype=_PARTIAL, chunks=_partial_chunks(x),
-                        meta=np.empty((0,) * x.ndim, _PARTIAL))
+
+def _serial(function: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    """``function`` with bn3d's kernels on the task's thread alone: Dask runs one task
+    per core at once (its threads or worker processes), and OpenMP threads of each
+    task would compete with the other tasks for the same cores."""
+    @functools.wraps(function)
+    def on_this_thread(*args: Any, **kwargs: Any) -> np.ndarray:
+        with serial_in_this_thread():
+            return function(*args, **kwargs)
+    return on_this_thread
+
+
+@_serial
+def _pilot_chunk(first: np.ndarray) -> np.ndarray:
+    return _core.pilots(_core.first_block(first))
+
+
+@_serial
+def _moment_chunk(block: np.ndarray, pilot: np.ndarray, expected_dtype: np.dtype,
+                  block_info: dict | None = None) -> np.ndarray:
+    block = _checked_block(block, expected_dtype, block_info)
+    return _as_element(_core.moment_partials(block, pilot.ravel()), block.ndim)
+
+
+@_serial
+def _gradient_chunk(g: np.ndarray, block: np.ndarray, mean: np.ndarray,
+                    expected_dtype: np.dtype, block_info: dict | None = None) -> np.ndarray:
+    block = _checked_block(block, expected_dtype, block_info)
+    g = _checked_block(g, expected_dtype, block_info)
+    return _as_element(_core.gradient_partials(g, block, mean.ravel()), block.ndim)
+
+
+@_serial
+def _normalise_chunk(block: np.ndarray, mean: np.ndarray, invstd: np.ndarray,
+                     weight: np.ndarray, bias: np.ndarray, expected_dtype: np.dtype,
+                     block_info: dict | None = None) -> np.ndarray:
+    block = _checked_block(block, expected_dtype, block_info)
+    return _core.normalise_with_stats(block, mean, invstd, weight, bias)
+
+
+@_serial
+def _grad_input_chunk(g: np.ndarray, block: np.ndarray, partials: np.ndarray,
+                      mean: np.ndarray, invstd: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    return _core.grad_input_from_partials(g, block, _words(partials)[0], mean, invstd, weight)
+
+
+def _moment_partials(x: da.Array, pilot: da.Array) -> da.Array:
+    return da.map_blocks(_moment_chunk, x, *_channel_arrays(x, pilot), expected_dtype=x.dtype,
+                         dtype=_PARTIAL, chunks=_partial_chunks(x),
+                         meta=np.empty((0,) * x.ndim, _PARTIAL))
 
 
 def _partial_chunks(x: da.Array) -> tuple[tuple[int, ...], ...]:
@@ -175,12 +241,13 @@ def _partial_chunks(x: da.Array) -> tuple[tuple[int, ...], ...]:
                  for axis, chunks in enumerate(x.chunks))
 
 
-def _pilot(x: da.Array) -> np.ndarray:
-    """Each channel's pilot, from the batch's first block (a small slice of ``x``)."""
+def _pilot(x: da.Array) -> da.Array:
+    """Each channel's pilot (shape (C,), lazy), from the batch's first block: a small
+    slice of ``x``, read in the same graph as the reduction that needs it."""
     length = math.prod(x.shape[2:])
     rows = min(x.shape[0], _core.block_rows(length))
     index: list[slice] = [slice(0, rows), slice(None)]
-    remaining = min(length, 2048)
+    remaining = min(length, _core.BLOCK_ELEMENTS)
     for axis, extent in enumerate(x.shape[2:]):  # the fewest leading elements covering it
         inner = math.prod(x.shape[3 + axis:])
         take = min(extent, -(-remaining // inner))
@@ -188,15 +255,17 @@ def _pilot(x: da.Array) -> np.ndarray:
         if take > 1:
             index.extend(slice(None) for _ in x.shape[3 + axis:])
             break
-    first = np.asarray(x[tuple(index)].compute())
-    return _core.pilots(_core.first_block(first))
+    first = x[tuple(index)].rechunk(-1)
+    return first.map_blocks(_pilot_chunk, drop_axis=[0, *range(2, x.ndim)],
+                            chunks=((x.shape[1],),), dtype=np.float64,
+                            meta=np.empty((0,), np.float64))
 
 
 def _statistics(x: da.Array, split_every: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """The merged moment partials of the whole batch and the pilots."""
+    """The merged moment partials of the whole batch and the pilots, in one graph."""
     x = _aligned(x)
     pilot = _pilot(x)
-    merged = _reduce(_moment_partials(x, pilot), split_every).compute()
+    merged, pilot = da.compute(_reduce(_moment_partials(x, pilot), split_every), pilot)
     return np.ascontiguousarray(merged).view(np.int64).reshape(x.shape[1], -1), pilot
 
 
@@ -213,7 +282,7 @@ def population_stats(x: da.Array, *, split_every: int | None = None) -> Populati
         in any way (see the module's docstring for which chunks give the in-memory
         bits).
     split_every : int, optional
-        The fan-in of Dask's reduction tree (Dask's default when None); it changes no
+        The fan-in of Dask's reduction tree (:data:`FAN_IN` when None); it changes no
         bit.
 
     Returns
@@ -274,29 +343,26 @@ def load_population_stats(module: Any, stats: PopulationStats) -> None:
         module.running_var[...] = stats.var_unbiased
 
 
-def _channel_arrays(x: da.Array, *values: np.ndarray) -> list[da.Array]:
-    """Per-channel values as Dask arrays of shape (1, C, 1, ...), chunked like ``x``'s
-    channels, which broadcast against ``x``'s chunks in ``map_blocks``."""
+def _channel_arrays(x: da.Array, *values: np.ndarray | da.Array) -> list[da.Array]:
+    """Per-channel values (numpy or Dask, shape (C,)) as Dask arrays of shape
+    (1, C, 1, ...), chunked like ``x``'s channels, which broadcast against ``x``'s chunks
+    in ``map_blocks``: each chunk gets its channels' values."""
     index = (None, slice(None)) + (None,) * (x.ndim - 2)
-    return [da.from_array(value, chunks=(x.chunks[1],))[index] for value in values]
+    return [(value.rechunk((x.chunks[1],)) if isinstance(value, da.Array)
+             else da.from_array(value, chunks=(x.chunks[1],)))[index] for value in values]
 
 
 def _normalised(x: da.Array, mean: np.ndarray, invstd: np.ndarray,
                 weight: np.ndarray | None, bias: np.ndarray | None) -> da.Array:
     """One ``map_blocks``: each chunk normalised with the batch's statistics."""
     channels = x.shape[1]
-
-    def normalise(block, mean, invstd, weight, bias, block_info=None):
-        block = _checked_block(block, x.dtype, block_info)
-        return _core.normalise_with_stats(block, mean, invstd, weight, bias)
-
     dtype = np.dtype(x.dtype).newbyteorder("=")
     return da.map_blocks(
-        normalise, x, *_channel_arrays(
+        _normalise_chunk, x, *_channel_arrays(
             x, np.asarray(mean, np.float64), np.asarray(invstd, np.float64),
             np.ones(channels) if weight is None else np.asarray(weight, np.float64),
             np.zeros(channels) if bias is None else np.asarray(bias, np.float64)),
-        dtype=dtype, meta=np.empty((0,) * x.ndim, dtype))
+        expected_dtype=x.dtype, dtype=dtype, meta=np.empty((0,) * x.ndim, dtype))
 
 
 def batch_norm(
@@ -331,7 +397,8 @@ def batch_norm(
     momentum : float, default 0.1
     eps : float, default 1e-05
     split_every : int, optional
-        The fan-in of Dask's reduction tree; it changes no bit.
+        The fan-in of Dask's reduction tree (:data:`FAN_IN` when None); it changes no
+        bit.
     return_stats : bool, default False
         Also return the mean and ``1 / sqrt(var + eps)`` that normalised (numpy).
 
@@ -420,6 +487,8 @@ def batch_norm_backward(
         The forward's statistics (``return_stats=True``); in training they are
         otherwise recomputed.
     split_every : int, optional
+        The fan-in of Dask's reduction tree (:data:`FAN_IN` when None); it changes no
+        bit.
 
     Returns
     -------
@@ -462,13 +531,8 @@ def batch_norm_backward(
     x = _aligned(x)
     grad_output = grad_output.rechunk(x.chunks)
 
-    def chunk(g, block, block_info=None):
-        block = _checked_block(block, x.dtype, block_info)
-        g = _checked_block(g, x.dtype, block_info)
-        channels_of = slice(*block_info[0]["array-location"][1]) if block_info else slice(None)
-        return _as_element(_core.gradient_partials(g, block, mean[channels_of]), block.ndim)
-
-    partials = da.map_blocks(chunk, grad_output, x, dtype=_PARTIAL, chunks=_partial_chunks(x),
+    partials = da.map_blocks(_gradient_chunk, grad_output, x, *_channel_arrays(x, mean),
+                             expected_dtype=x.dtype, dtype=_PARTIAL, chunks=_partial_chunks(x),
                              meta=np.empty((0,) * x.ndim, _PARTIAL))
     merged = np.ascontiguousarray(_reduce(partials, split_every).compute()).view(
         np.int64).reshape(channels, -1)
@@ -488,13 +552,9 @@ def _grad_input(grad_output: da.Array, x: da.Array, merged: np.ndarray, mean: np
     """One ``map_blocks``: grad_input of each chunk from the batch's gradient sums."""
     channels = x.shape[1]
 
-    def compute(g, block, partials, mean, invstd, weight, block_info=None):
-        words = _words(partials)[0]
-        return _core.grad_input_from_partials(g, block, words, mean, invstd, weight)
-
     dtype = np.dtype(x.dtype).newbyteorder("=")
     return da.map_blocks(
-        compute, grad_output, x, *_channel_arrays(
+        _grad_input_chunk, grad_output, x, *_channel_arrays(
             x, np.ascontiguousarray(merged).view(_PARTIAL).reshape(channels),
             np.asarray(mean, np.float64), np.asarray(invstd, np.float64),
             np.ones(channels) if weight is None else np.asarray(weight, np.float64)),
