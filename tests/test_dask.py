@@ -204,3 +204,16 @@ def test_a_worker_killed_during_the_reduction_leaves_the_result_bitwise_right(cl
     assert set(client.scheduler_info()["workers"]) != before  # one was lost and replaced
     np.testing.assert_array_equal(stats.mean, expected.mean)
     np.testing.assert_array_equal(stats.var_unbiased, expected.var)
+
+
+@pytest.mark.parametrize("split_every", [1, 0, 2.5, True])
+def test_a_fan_in_below_two_is_refused(split_every):
+    with pytest.raises(ValueError, match="split_every must be an int of at least 2"):
+        bn3d_dask.population_stats(da.from_array(data(SHORT), chunks=5), split_every=split_every)
+
+
+def test_the_fan_in_goes_to_the_chunked_axes():
+    partials = da.zeros((8, 3, 1, 1, 1), chunks=1)
+    assert bn3d_dask._fan_in(None, partials, (0, 2, 3, 4)) == {0: 32, 2: 2, 3: 2, 4: 2}
+    spatial = da.zeros((8, 3, 4, 1, 1), chunks=1)
+    assert bn3d_dask._fan_in(16, spatial, (0, 2, 3, 4)) == {0: 4, 2: 4, 3: 2, 4: 2}

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
@@ -52,3 +53,22 @@ def test_a_child_forked_after_a_parallel_call_runs_on_one_thread_and_does_not_ha
                             capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "0", result.stderr
+
+
+def test_a_thread_in_serial_mode_runs_its_calls_alone_and_others_are_unaffected():
+    from bn3d import _threads
+
+    bn3d.set_num_threads(2)
+    try:
+        seen = {}
+        with _threads.serial_in_this_thread():
+            seen["inside"] = _threads.threads_for(1 << 24)
+            other = threading.Thread(
+                target=lambda: seen.setdefault("other", _threads.threads_for(1 << 24)))
+            other.start()
+            other.join()
+        seen["after"] = _threads.threads_for(1 << 24)
+    finally:
+        bn3d.set_num_threads(None)
+    expected = 2 if bn3d.openmp_enabled() else 1
+    assert seen == {"inside": 1, "other": expected, "after": expected}
