@@ -41,6 +41,7 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import dask
 import dask.array as da
 import numpy as np
 
@@ -261,18 +262,33 @@ def _pilot(x: da.Array) -> da.Array:
                             meta=np.empty((0,), np.float64))
 
 
-def _statistics(x: da.Array, split_every: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """The merged moment partials of the whole batch and the pilots, in one graph."""
+def _lazy_statistics(x: da.Array, split_every: int | None) -> tuple[da.Array, da.Array]:
+    """The merged moment partials of the whole batch and the pilots, lazy, one graph."""
     x = _aligned(x)
     pilot = _pilot(x)
-    merged, pilot = da.compute(_reduce(_moment_partials(x, pilot), split_every), pilot)
-    return np.ascontiguousarray(merged).view(np.int64).reshape(x.shape[1], -1), pilot
+    return _reduce(_moment_partials(x, pilot), split_every), pilot
+
+
+def _as_words(merged: np.ndarray) -> np.ndarray:
+    """The merged partials, (C,) elements of _PARTIAL, as a (C, W) int64 array."""
+    return np.ascontiguousarray(merged).view(np.int64).reshape(merged.shape[0], -1)
+
+
+def _statistics(x: da.Array, split_every: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The merged moment partials of the whole batch and the pilots, computed."""
+    merged, pilot = da.compute(*_lazy_statistics(x, split_every))
+    return _as_words(merged), pilot
+
+
+def _finish_population(merged: np.ndarray, pilot: np.ndarray) -> PopulationStats:
+    return _core.finish_population(_as_words(merged), pilot)
 
 
 # -- public functions -----------------------------------------------------------------------
 
 
-def population_stats(x: da.Array, *, split_every: int | None = None) -> PopulationStats:
+def population_stats(x: da.Array, *, split_every: int | None = None,
+                     compute: bool = True) -> Any:
     """Per-channel count, mean and biased and unbiased variance of a whole data set.
 
     Parameters
@@ -284,16 +300,20 @@ def population_stats(x: da.Array, *, split_every: int | None = None) -> Populati
     split_every : int, optional
         The fan-in of Dask's reduction tree (:data:`FAN_IN` when None); it changes no
         bit.
+    compute : bool, default True
+        False returns a :class:`dask.delayed.Delayed` of the statistics instead, to
+        compute with others or to follow (``distributed.progress``).
 
     Returns
     -------
-    PopulationStats
+    PopulationStats or dask.delayed.Delayed
         float64 arrays of shape (C,): the bits of :func:`bn3d.batch_norm_stats` on the
         concatenated array (its ``mean`` and ``var``, the unbiased variance).
 
     Examples
     --------
-    >>> import dask.array as da
+    >>> import dask
+import dask.array as da
     >>> import numpy as np
     >>> from bn3d.dask import population_stats
     >>> x = da.from_array(np.arange(24.0).reshape(4, 2, 3), chunks=(1, 2, 3))
@@ -302,8 +322,10 @@ def population_stats(x: da.Array, *, split_every: int | None = None) -> Populati
     (array([12., 12.]), array([10., 13.]), array([49.81818182, 49.81818182]))
     """
     x = _check_input(x)
-    merged, pilot = _statistics(x, split_every)
-    return _core.finish_population(merged, pilot)
+    merged, pilot = _lazy_statistics(x, split_every)
+    if not compute:
+        return dask.delayed(_finish_population, pure=True)(merged, pilot)
+    return _finish_population(*da.compute(merged, pilot))
 
 
 def load_population_stats(module: Any, stats: PopulationStats) -> None:
@@ -321,7 +343,8 @@ def load_population_stats(module: Any, stats: PopulationStats) -> None:
 
     Examples
     --------
-    >>> import dask.array as da
+    >>> import dask
+import dask.array as da
     >>> import numpy as np
     >>> from bn3d.dask import load_population_stats, population_stats
     >>> from bn3d.torch_nn import BatchNorm3d
@@ -410,7 +433,8 @@ def batch_norm(
 
     Examples
     --------
-    >>> import dask.array as da
+    >>> import dask
+import dask.array as da
     >>> import numpy as np
     >>> import bn3d
     >>> from bn3d.dask import batch_norm
@@ -499,7 +523,8 @@ def batch_norm_backward(
 
     Examples
     --------
-    >>> import dask.array as da
+    >>> import dask
+import dask.array as da
     >>> import numpy as np
     >>> import bn3d
     >>> from bn3d.dask import batch_norm_backward
@@ -534,8 +559,7 @@ def batch_norm_backward(
     partials = da.map_blocks(_gradient_chunk, grad_output, x, *_channel_arrays(x, mean),
                              expected_dtype=x.dtype, dtype=_PARTIAL, chunks=_partial_chunks(x),
                              meta=np.empty((0,) * x.ndim, _PARTIAL))
-    merged = np.ascontiguousarray(_reduce(partials, split_every).compute()).view(
-        np.int64).reshape(channels, -1)
+    merged = _as_words(_reduce(partials, split_every).compute())
     grad_weight, grad_bias = _core.finish_gradients(merged, invstd)
     if training:
         grad_input = _grad_input(grad_output, x, merged, mean, invstd, weight)

@@ -217,3 +217,17 @@ def test_the_fan_in_goes_to_the_chunked_axes():
     assert bn3d_dask._fan_in(None, partials, (0, 2, 3, 4)) == {0: 32, 2: 2, 3: 2, 4: 2}
     spatial = da.zeros((8, 3, 4, 1, 1), chunks=1)
     assert bn3d_dask._fan_in(16, spatial, (0, 2, 3, 4)) == {0: 4, 2: 4, 3: 2, 4: 2}
+
+
+def test_population_stats_can_stay_lazy_and_be_followed_on_a_cluster(cluster, capsys):
+    from distributed import progress
+
+    _, client = cluster
+    x = data(LONG)
+    future = client.compute(bn3d_dask.population_stats(da.from_array(x, chunks=2),
+                                                       compute=False))
+    progress(future)
+    stats = future.result()
+    assert "100%" in capsys.readouterr().out
+    expected = bn3d.batch_norm_stats(x)
+    assert bits(stats.mean, stats.var_unbiased) == bits(expected.mean, expected.var)
