@@ -22,11 +22,15 @@ merged first (a rechunk that moves whole samples or whole segments only):
 - along ``N``, chunks hold multiples of ``G`` samples (any split when ``G = 1``, that
   is when rows are at least 1024 elements long);
 - along the spatial axes, chunks cut the first spatial axis only, each chunk's
-  ``D_chunk * H * W`` a multiple of 2048; other spatial chunks are merged into those;
+  ``D_chunk * H * W`` a multiple of 2048; other spatial chunks are merged into slabs
+  of that kind, about as large as the original chunks;
 - along ``C``, any split.
 
 Chunk your store that way (whole volumes, or slabs of 2048-element multiples) and no
-data moves.
+data moves. Where a rechunk would cost too much (tiles of a volume spread over a
+cluster), ``bitwise=False`` reduces the chunks as they are: the statistics and
+gradients then agree with the in-memory call within its accuracy bound (2e-6
+relative in float32), not bit for bit.
 
 Training calls compute the batch statistics (one pass over the data) before they
 return: the running statistics are updated then, as in memory, and the returned array
@@ -106,11 +110,13 @@ def _checked_block(block: np.ndarray, dtype: np.dtype, block_info: dict | None) 
     return block
 
 
-def _aligned(x: da.Array) -> da.Array:
-    """``x`` rechunked, if need be, so that no block of the canonical order straddles two
-    chunks: batch chunks at multiples of the block rows; spatial chunks only along the
-    first spatial axis, at multiples of whole segments. Rechunking moves whole samples
-    or whole segments, and no more than needed."""
+def _aligned(x: da.Array, bitwise: bool) -> da.Array:
+    """``x`` rechunked, if need be (and ``bitwise``), so that no block of the canonical
+    order straddles two chunks: batch chunks at multiples of the block rows; spatial
+    chunks only along the first spatial axis, at multiples of whole segments, about as
+    large as ``x``'s chunks. Rechunking moves whole samples or whole segments."""
+    if not bitwise:
+        return x
     length = math.prod(x.shape[2:])
     rows = _core.block_rows(length)
     changes: dict[int, Any] = {}
@@ -126,9 +132,13 @@ def _aligned(x: da.Array) -> da.Array:
                           and all(len(chunks) == 1 for chunks in spatial[1:])
                           and all(size % step == 0 for size in first[:-1]))
         if not whole_segments:
-            size = (max(first) // step) * step if length > _core.BLOCK_ELEMENTS else 0
             changes.update({axis: -1 for axis in range(3, x.ndim)})
-            changes[2] = size if 0 < size < x.shape[2] else -1
+            changes[2] = -1
+            if length > _core.BLOCK_ELEMENTS:  # slabs of about the chunks' size
+                elements = math.prod(max(chunks) for chunks in x.chunks)
+                per_step = max(x.chunks[0]) * max(x.chunks[1]) * inner
+                size = max(step, (elements // per_step) // step * step)
+                changes[2] = size if size < x.shape[2] else -1
     return x.rechunk(changes) if changes else x
 
 
@@ -262,9 +272,10 @@ def _pilot(x: da.Array) -> da.Array:
                             meta=np.empty((0,), np.float64))
 
 
-def _lazy_statistics(x: da.Array, split_every: int | None) -> tuple[da.Array, da.Array]:
+def _lazy_statistics(x: da.Array, split_every: int | None, bitwise: bool
+                     ) -> tuple[da.Array, da.Array]:
     """The merged moment partials of the whole batch and the pilots, lazy, one graph."""
-    x = _aligned(x)
+    x = _aligned(x, bitwise)
     pilot = _pilot(x)
     return _reduce(_moment_partials(x, pilot), split_every), pilot
 
@@ -274,9 +285,10 @@ def _as_words(merged: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(merged).view(np.int64).reshape(merged.shape[0], -1)
 
 
-def _statistics(x: da.Array, split_every: int | None) -> tuple[np.ndarray, np.ndarray]:
+def _statistics(x: da.Array, split_every: int | None, bitwise: bool
+                ) -> tuple[np.ndarray, np.ndarray]:
     """The merged moment partials of the whole batch and the pilots, computed."""
-    merged, pilot = da.compute(*_lazy_statistics(x, split_every))
+    merged, pilot = da.compute(*_lazy_statistics(x, split_every, bitwise))
     return _as_words(merged), pilot
 
 
@@ -287,7 +299,7 @@ def _finish_population(merged: np.ndarray, pilot: np.ndarray) -> PopulationStats
 # -- public functions -----------------------------------------------------------------------
 
 
-def population_stats(x: da.Array, *, split_every: int | None = None,
+def population_stats(x: da.Array, *, split_every: int | None = None, bitwise: bool = True,
                      compute: bool = True) -> Any:
     """Per-channel count, mean and biased and unbiased variance of a whole data set.
 
@@ -300,6 +312,10 @@ def population_stats(x: da.Array, *, split_every: int | None = None,
     split_every : int, optional
         The fan-in of Dask's reduction tree (:data:`FAN_IN` when None); it changes no
         bit.
+    bitwise : bool, default True
+        Merge chunks that would cut a block of the canonical order first (a rechunk),
+        for the in-memory bits; False reduces the chunks as they are (no data moves),
+        within the accuracy bound of the in-memory call (see the module's docstring).
     compute : bool, default True
         False returns a :class:`dask.delayed.Delayed` of the statistics instead, to
         compute with others or to follow (``distributed.progress``).
@@ -322,7 +338,7 @@ import dask.array as da
     (array([12., 12.]), array([10., 13.]), array([49.81818182, 49.81818182]))
     """
     x = _check_input(x)
-    merged, pilot = _lazy_statistics(x, split_every)
+    merged, pilot = _lazy_statistics(x, split_every, bitwise)
     if not compute:
         return dask.delayed(_finish_population, pure=True)(merged, pilot)
     return _finish_population(*da.compute(merged, pilot))
@@ -399,6 +415,7 @@ def batch_norm(
     eps: float = 1e-05,
     *,
     split_every: int | None = None,
+    bitwise: bool = True,
     return_stats: bool = False,
 ) -> Any:
     """Batch normalisation of a Dask array, bitwise as :func:`bn3d.batch_norm` in memory.
@@ -422,6 +439,10 @@ def batch_norm(
     split_every : int, optional
         The fan-in of Dask's reduction tree (:data:`FAN_IN` when None); it changes no
         bit.
+    bitwise : bool, default True
+        Merge chunks that would cut a block of the canonical order first (a rechunk),
+        for the in-memory bits; False reduces the chunks as they are (no data moves),
+        within the accuracy bound of the in-memory call (see the module's docstring).
     return_stats : bool, default False
         Also return the mean and ``1 / sqrt(var + eps)`` that normalised (numpy).
 
@@ -457,7 +478,7 @@ import dask.array as da
         if running_mean is not None:
             for name, array in (("running_mean", running_mean), ("running_var", running_var)):
                 _core.check_writable(_checked_statistic(array, name, channels), name)
-        merged, pilot = _statistics(x, split_every)
+        merged, pilot = _statistics(x, split_every, bitwise)
         stats = _core.finish_moments(merged, pilot, float(eps))
         mean, invstd = stats.mean, stats.invstd
         if running_mean is not None and running_var is not None and x.size > 0:
@@ -492,6 +513,7 @@ def batch_norm_backward(
     save_mean: np.ndarray | None = None,
     save_invstd: np.ndarray | None = None,
     split_every: int | None = None,
+    bitwise: bool = True,
 ) -> tuple[da.Array, np.ndarray, np.ndarray]:
     """Gradients of :func:`batch_norm`, bitwise as :func:`bn3d.batch_norm_backward`.
 
@@ -513,6 +535,10 @@ def batch_norm_backward(
     split_every : int, optional
         The fan-in of Dask's reduction tree (:data:`FAN_IN` when None); it changes no
         bit.
+    bitwise : bool, default True
+        Merge chunks that would cut a block of the canonical order first (a rechunk),
+        for the in-memory bits; False reduces the chunks as they are (no data moves),
+        within the accuracy bound of the in-memory call (see the module's docstring).
 
     Returns
     -------
@@ -545,7 +571,7 @@ import dask.array as da
     if save_mean is not None and save_invstd is not None:
         mean, invstd = np.asarray(save_mean, np.float64), np.asarray(save_invstd, np.float64)
     elif training:
-        merged, pilot = _statistics(x, split_every)
+        merged, pilot = _statistics(x, split_every, bitwise)
         stats = _core.finish_moments(merged, pilot, float(eps))
         mean, invstd = stats.mean, stats.invstd
     else:
@@ -553,7 +579,7 @@ import dask.array as da
             raise ValueError("running_mean and running_var are required in evaluation")
         mean = np.array(running_mean, np.float64)
         invstd = _core.inverse_std(np.asarray(running_var), float(eps))
-    x = _aligned(x)
+    x = _aligned(x, bitwise)
     grad_output = grad_output.rechunk(x.chunks)
 
     partials = da.map_blocks(_gradient_chunk, grad_output, x, *_channel_arrays(x, mean),

@@ -89,11 +89,34 @@ def test_short_rows_chunked_in_space_give_the_in_memory_bits():
 
 def test_chunks_of_whole_blocks_are_kept_and_others_merged_as_little_as_needed():
     aligned = da.zeros((4, 3, 8, 32, 64), chunks=(1, 1, 2, 32, 64))
-    assert bn3d_dask._aligned(aligned) is aligned
-    slabs = bn3d_dask._aligned(da.zeros((4, 3, 8, 16, 64), chunks=(1, 1, 3, 10, 50)))
+    assert bn3d_dask._aligned(aligned, True) is aligned
+    # tiles of 3 x 10 x 50 become slabs of whole 16 x 64 planes, an even number of them
+    # (1024-element planes: a segment is two), about as large as a tile
+    slabs = bn3d_dask._aligned(da.zeros((4, 3, 8, 16, 64), chunks=(1, 1, 3, 10, 50)), True)
     assert slabs.chunks[2:] == ((2, 2, 2, 2), (16,), (64,))
-    samples = bn3d_dask._aligned(da.zeros(SHORT, chunks=(5, 1, 3, 7, 7)))
+    samples = bn3d_dask._aligned(da.zeros(SHORT, chunks=(5, 1, 3, 7, 7)), True)
     assert set(samples.chunks[0][:-1]) == {13}
+    tiles = da.zeros((4, 3, 8, 16, 64), chunks=(1, 1, 3, 10, 50))
+    assert bn3d_dask._aligned(tiles, False) is tiles
+
+
+def test_without_bitwise_no_chunk_moves_and_the_results_are_within_the_bound():
+    x, g = data((4, 3, 8, 32, 64)), data((4, 3, 8, 32, 64), seed=1)
+    dx, dg = (da.from_array(a, chunks=(2, 3, 3, 20, 50)) for a in (x, g))
+    stats = bn3d_dask.population_stats(dx, bitwise=False)
+    expected = bn3d.batch_norm_stats(x)
+    np.testing.assert_allclose(stats.mean, expected.mean, rtol=2e-6, atol=1e-12)
+    np.testing.assert_allclose(stats.var_unbiased, expected.var, rtol=2e-6)
+    y = bn3d_dask.batch_norm(dx, None, None, training=True, bitwise=False)
+    assert y.chunks == dx.chunks
+    np.testing.assert_allclose(y.compute(), bn3d.batch_norm(x, None, None, training=True),
+                               rtol=2e-6, atol=2e-6)
+    grad_input, grad_weight, _ = bn3d_dask.batch_norm_backward(dg, dx, None, None,
+                                                              training=True, bitwise=False)
+    expected_grads = bn3d.batch_norm_backward(g, x, None, None, training=True)
+    assert grad_input.chunks == dx.chunks
+    np.testing.assert_allclose(grad_input.compute(), expected_grads[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grad_weight, expected_grads[1], rtol=1e-5)
 
 
 def test_population_stats_are_the_whole_data_sets():
@@ -178,6 +201,35 @@ def test_a_local_cluster_of_two_processes_gives_the_in_memory_bits(cluster):
     assert bits(*distributed(x, g, (1, 3, 2, 32, 64), 2, client)) == bits(*in_memory(x, g))
 
 
+@pytest.mark.parametrize("split_every", [1, 0, 2.5, True])
+def test_a_fan_in_below_two_is_refused(split_every):
+    with pytest.raises(ValueError, match="split_every must be an int of at least 2"):
+        bn3d_dask.population_stats(da.from_array(data(SHORT), chunks=5), split_every=split_every)
+
+
+def test_the_fan_in_goes_to_the_chunked_axes():
+    partials = da.zeros((8, 3, 1, 1, 1), chunks=1)
+    assert bn3d_dask._fan_in(None, partials, (0, 2, 3, 4)) == {0: 32, 2: 2, 3: 2, 4: 2}
+    spatial = da.zeros((8, 3, 4, 1, 1), chunks=1)
+    assert bn3d_dask._fan_in(16, spatial, (0, 2, 3, 4)) == {0: 4, 2: 4, 3: 2, 4: 2}
+
+
+def test_population_stats_can_stay_lazy_and_be_followed_on_a_cluster(cluster, capsys):
+    from distributed import progress
+
+    _, client = cluster
+    x = data(LONG)
+    lazy = bn3d_dask.population_stats(da.from_array(x, chunks=(2, 3, 2, 32, 64)),
+                                      compute=False)
+    future = client.compute(lazy)
+    progress(future)
+    stats = future.result()
+    assert "100%" in capsys.readouterr().out
+    expected = bn3d.batch_norm_stats(x)
+    assert bits(stats.mean, stats.var_unbiased) == bits(expected.mean, expected.var)
+
+
+# Last: it replaces one of the cluster's workers.
 def slow_chunks(block):
     time.sleep(0.05)
     return block
@@ -204,30 +256,3 @@ def test_a_worker_killed_during_the_reduction_leaves_the_result_bitwise_right(cl
     assert set(client.scheduler_info()["workers"]) != before  # one was lost and replaced
     np.testing.assert_array_equal(stats.mean, expected.mean)
     np.testing.assert_array_equal(stats.var_unbiased, expected.var)
-
-
-@pytest.mark.parametrize("split_every", [1, 0, 2.5, True])
-def test_a_fan_in_below_two_is_refused(split_every):
-    with pytest.raises(ValueError, match="split_every must be an int of at least 2"):
-        bn3d_dask.population_stats(da.from_array(data(SHORT), chunks=5), split_every=split_every)
-
-
-def test_the_fan_in_goes_to_the_chunked_axes():
-    partials = da.zeros((8, 3, 1, 1, 1), chunks=1)
-    assert bn3d_dask._fan_in(None, partials, (0, 2, 3, 4)) == {0: 32, 2: 2, 3: 2, 4: 2}
-    spatial = da.zeros((8, 3, 4, 1, 1), chunks=1)
-    assert bn3d_dask._fan_in(16, spatial, (0, 2, 3, 4)) == {0: 4, 2: 4, 3: 2, 4: 2}
-
-
-def test_population_stats_can_stay_lazy_and_be_followed_on_a_cluster(cluster, capsys):
-    from distributed import progress
-
-    _, client = cluster
-    x = data(LONG)
-    future = client.compute(bn3d_dask.population_stats(da.from_array(x, chunks=2),
-                                                       compute=False))
-    progress(future)
-    stats = future.result()
-    assert "100%" in capsys.readouterr().out
-    expected = bn3d.batch_norm_stats(x)
-    assert bits(stats.mean, stats.var_unbiased) == bits(expected.mean, expected.var)
