@@ -6,7 +6,8 @@ Two parts, each against its target of issue 25:
 1. **In memory** (threaded scheduler), in ``--processes`` fresh processes taking turns
    under the load rule (:mod:`timing`): :func:`bn3d.dask.population_stats` of an
    in-memory Dask array of (16,32,32,64,64) float32, chunked as Dask chooses
-   (``chunks="auto"``) and one sample a chunk, against :func:`bn3d.batch_norm_stats`
+   (``chunks="auto"``: tiles of the volumes), four samples a chunk (as large, whole
+   volumes) and one sample a chunk, against :func:`bn3d.batch_norm_stats`
    on the numpy array (target: within 1.5x) and Dask's own ``mean`` and ``var``
    (target: faster).
 2. **Out of core** (``dask.distributed``, a ``LocalCluster`` of 2 worker processes of
@@ -14,10 +15,12 @@ Two parts, each against its target of issue 25:
    (uncompressed, one sample a chunk) on disk; the population statistics, then a
    training-mode normalisation written to a second zarr array, each with a progress
    bar; against Dask reading the array and summing it (target: at least half its
-   throughput); the peak memory of each worker process (sampled every 0.2 s) against
-   its limit. The load rule applies here too, counting the cluster's processes as
-   ours: a step during which other processes used more than a quarter of a core is
-   run again (up to twice).
+   throughput) and, as the floor of a training normalisation (a pass that reads, then
+   one that reads and writes), reading and summing plus reading and copying; the peak
+   memory of each worker process (sampled every 0.2 s) against its limit. The load
+   rule applies here too, counting the cluster's processes as ours: a step during
+   which other processes used more than a quarter of a core is run again (up to
+   twice).
 
 Run ``python benchmarks/dask_bench.py`` (about 10 minutes; ``--gib 2`` for a quick
 look); it prints the tables and writes ``benchmarks/dask_results.json``. Needs the
@@ -64,17 +67,24 @@ def in_memory_functions() -> dict[str, Callable[[], object]]:
 
     dask.config.set(scheduler="threads")
     x = np.random.default_rng(0).standard_normal(IN_MEMORY_SHAPE, dtype=np.float32)
-    auto = da.from_array(x, chunks="auto")
+    auto = da.from_array(x, chunks="auto")  # Dask's choice: tiles of the volumes
+    volumes = da.from_array(x, chunks=(4, *IN_MEMORY_SHAPE[1:]))  # as large, whole volumes
     per_sample = da.from_array(x, chunks=(1, *IN_MEMORY_SHAPE[1:]))
     axes = (0, 2, 3, 4)
     expected = bn3d.batch_norm_stats(x)
-    for chunked in (auto, per_sample):  # the same bits, or the timings mean nothing
+    for chunked in (auto, volumes, per_sample):  # the same bits, or the timings mean nothing
         stats = bn3d.dask.population_stats(chunked)
         assert np.array_equal(stats.mean, expected.mean)
         assert np.array_equal(stats.var_unbiased, expected.var)
+    stats = bn3d.dask.population_stats(auto, bitwise=False)
+    assert np.allclose(stats.var_unbiased, expected.var, rtol=2e-6)
     return {
         "bn3d.batch_norm_stats (numpy)": lambda: bn3d.batch_norm_stats(x),
         "bn3d.dask.population_stats, auto chunks": lambda: bn3d.dask.population_stats(auto),
+        "bn3d.dask.population_stats, auto chunks, bitwise=False":
+            lambda: bn3d.dask.population_stats(auto, bitwise=False),
+        "bn3d.dask.population_stats, 4 samples a chunk":
+            lambda: bn3d.dask.population_stats(volumes),
         "bn3d.dask.population_stats, a sample a chunk":
             lambda: bn3d.dask.population_stats(per_sample),
         "dask mean + var, a sample a chunk":
@@ -242,6 +252,11 @@ def out_of_core_part(options: argparse.Namespace) -> dict[str, Any]:
             def read_and_sum() -> object:
                 return follow(x.sum())
 
+            copy = empty_store(root / "copy.zarr", x.shape)
+
+            def read_and_copy() -> object:  # the floor of any pass that writes its output
+                return follow(da.to_zarr(x, copy, compute=False))
+
             def stats() -> object:
                 return follow(bn3d.dask.population_stats(x, compute=False))
 
@@ -251,6 +266,7 @@ def out_of_core_part(options: argparse.Namespace) -> dict[str, Any]:
                 return follow(da.to_zarr(y, output, compute=False))
 
             steps = {"dask: read and sum (x.sum())": read_and_sum,
+                     "dask: read and copy to zarr": read_and_copy,
                      "bn3d.dask.population_stats": stats,
                      "bn3d.dask.batch_norm (training) to zarr": normalise}
             results: dict[str, list[dict[str, Any]]] = {name: [] for name in steps}
@@ -286,7 +302,7 @@ def report(results: dict[str, Any]) -> str:
         seconds = part["seconds"]
         lines += [f"In memory, {tuple(part['shape'])} float32, threaded scheduler "
                   f"(auto chunks: {part['auto_chunks']}); medians of "
-                  f"{results['settings']['processes']} processes, ms (min / median / max):",
+                  f"{part['run']['settings']['processes']} processes, ms (min / median / max):",
                   ""]
         for name, value in seconds.items():
             lines.append(f"  {name:50s} {value['min'] * 1e3:7.1f} {value['median'] * 1e3:7.1f}"
@@ -294,6 +310,8 @@ def report(results: dict[str, Any]) -> str:
         base = seconds["bn3d.batch_norm_stats (numpy)"]["median"]
         dask_own = seconds["dask mean + var, a sample a chunk"]["median"]
         for name in ("bn3d.dask.population_stats, auto chunks",
+                     "bn3d.dask.population_stats, auto chunks, bitwise=False",
+                     "bn3d.dask.population_stats, 4 samples a chunk",
                      "bn3d.dask.population_stats, a sample a chunk"):
             ratio = seconds[name]["median"] / base
             lines.append(f"  {name}: {ratio:.2f}x the in-memory call (target <= 1.5x: "
@@ -317,6 +335,11 @@ def report(results: dict[str, Any]) -> str:
             share = steps[name]["gib_per_second"]["median"] / reference
             lines.append(f"  {name}: {share:.2f} of the read-and-sum throughput (target >= "
                          f"0.5: {'met' if share >= 0.5 else 'not met'})")
+        floor = (steps["dask: read and sum (x.sum())"]["seconds"]["median"]
+                 + steps["dask: read and copy to zarr"]["seconds"]["median"])
+        normalise = steps["bn3d.dask.batch_norm (training) to zarr"]["seconds"]["median"]
+        lines.append(f"  bn3d.dask.batch_norm (training) to zarr: {normalise / floor:.2f}x the "
+                     "time of its two passes' floor (read and sum, then read and copy)")
         for address, peak in part["worker_peak_gib"].items():
             lines.append(f"  worker {address}: peak {peak:.2f} GiB of "
                          f"{part['worker_memory_limit_gib'][address]:.2f} GiB")
@@ -338,7 +361,9 @@ def parser() -> argparse.ArgumentParser:
     arguments.add_argument("--store", default=None, help="directory for the zarr arrays")
     arguments.add_argument("--parts", nargs="+", default=["in-memory", "out-of-core"],
                            choices=["in-memory", "out-of-core"])
-    arguments.add_argument("--output", type=Path, default=HERE / "dask_results.json")
+    arguments.add_argument("--output", type=Path, default=HERE / "dask_results.json",
+                           help="the results (parts not run are kept from it); the docs' "
+                                "table goes beside it, as .rst")
     arguments.add_argument("--in-memory-worker", action="store_true", help=argparse.SUPPRESS)
     return arguments
 
@@ -353,7 +378,10 @@ def main(argv: list[str] | None = None) -> None:
     import zarr
 
     import bn3d
-    results: dict[str, Any] = {
+    results: dict[str, Any] = {}
+    if options.output.exists():  # keep the parts not run this time
+        results = json.loads(options.output.read_text())
+    run = {
         "settings": {key: (str(value) if isinstance(value, Path) else value)
                      for key, value in vars(options).items() if key != "in_memory_worker"},
         "versions": {"bn3d": bn3d.__version__, "dask": dask.__version__,
@@ -362,11 +390,26 @@ def main(argv: list[str] | None = None) -> None:
         "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     if "in-memory" in options.parts:
-        results["in_memory"] = in_memory_part(options)
+        results["in_memory"] = {**in_memory_part(options), "run": run}
     if "out-of-core" in options.parts:
-        results["out_of_core"] = out_of_core_part(options)
+        results["out_of_core"] = {**out_of_core_part(options), "run": run}
     options.output.write_text(json.dumps(results, indent=1) + "\n")
-    print(report(results))
+    text = report(results)
+    options.output.with_suffix(".rst").write_text(rst(results, text))
+    print(text)
+
+
+def rst(results: dict[str, Any], text: str) -> str:
+    """The report as the docs include it: when and where, then the tables."""
+    runs = [part["run"] for part in (results.get("in_memory"), results.get("out_of_core"))
+            if part]
+    when = " and ".join(sorted({run["measured"] for run in runs}))
+    versions = runs[0]["versions"] if runs else {}
+    return (f"Measured with ``python benchmarks/dask_bench.py`` on {when} (this project's "
+            f"2-core machine; dask {versions.get('dask')}, zarr {versions.get('zarr')}); "
+            "the numbers are in ``benchmarks/dask_results.json``.\n\n"
+            ".. code-block:: text\n\n"
+            + "".join(f"   {line}\n" if line else "\n" for line in text.splitlines()))
 
 
 if __name__ == "__main__":
