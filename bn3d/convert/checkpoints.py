@@ -275,6 +275,11 @@ def convert_tensors(
                 if origin in marks:
                     target_marks[target] = marks[origin]
         else:
+            if array.dtype.kind == "U" and target_format != "mindspore":
+                raise ConversionError(
+                    f"is a string ({str(array)!r}), which {target_format} files cannot hold: "
+                    f"leave it out (Selection(exclude=[{name!r}]), bn3d convert --exclude "
+                    f"{name!r})", path=path, entry=f"tensor {name!r}")
             put(name, array, f"passed through from {name!r}")
             lines.append(Line("passed", name, _described(array, marks, name)))
             if name in marks:
@@ -447,9 +452,9 @@ def convert_checkpoint(
                   f"{os.fspath(destination)} ({target_format})"),
              *conversion.lines,
              Line("wrote", os.fspath(destination),
-                  f"{len(tensors)} tensors: {len(conversion.layers)} layers converted, "
-                  f"{sum(line.kind == 'passed' for line in conversion.lines)} tensors passed "
-                  "through")]
+                  f"{len(tensors)} tensors; BatchNorm layers converted: "
+                  f"{len(conversion.layers)}, tensors passed through: "
+                  f"{sum(line.kind == 'passed' for line in conversion.lines)}")]
     if check:
         written = read_checkpoint(destination, target_format)
         lines += _replay(conversion, *_pair(checkpoint, written, to), steps, seed)
