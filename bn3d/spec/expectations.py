@@ -921,11 +921,11 @@ class Converts(Expectation):
             return (f"the {self.source} side's state converts to {list(converted_state)}, but "
                     f"the {target} side's is {list(target_state)}")
         for name, value in converted_state.items():
-            error = max_error(value, target_state[name])
-            if error > self.tol:
+            difference = max_error(value, target_state[name])
+            if difference > self.tol:
                 return (f"the {self.source} side's state converts to {name} = {_shown(value)}, "
                         f"but the {target} side has {_shown(target_state[name])} (error "
-                        f"{error:.3g}, tol {self.tol:g})")
+                        f"{difference:.3g}, tol {self.tol:g})")
         return None
 
 
