@@ -29,13 +29,25 @@ their names), :mod:`~bn3d.convert.patterns` (glob patterns),
 :mod:`~bn3d.convert.formats` (the files).
 """
 
-from .checkpoints import Conversion, check_conversion, convert_checkpoint, convert_tensors
+from .checkpoints import (
+    Conversion,
+    check_conversion,
+    convert_checkpoint,
+    convert_tensors,
+    output_format,
+)
 from .errors import ConversionError
 from .layers import Selection
 from .modules import to_mindspore, to_torch
 from .policies import Policies
 from .report import Line, Report
-from .settings import Initialiser, MindSporeSettings, TorchSettings, convert_settings
+from .settings import (
+    Initialiser,
+    MindSporeSettings,
+    TorchSettings,
+    complement_momentum,
+    convert_settings,
+)
 
 __all__ = [
     "Conversion",
@@ -48,9 +60,11 @@ __all__ = [
     "Selection",
     "TorchSettings",
     "check_conversion",
+    "complement_momentum",
     "convert_checkpoint",
     "convert_settings",
     "convert_tensors",
+    "output_format",
     "to_mindspore",
     "to_torch",
 ]

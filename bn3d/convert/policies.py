@@ -4,26 +4,20 @@ Without a policy, such a setting is refused with a :class:`~bn3d.convert.Convers
 that explains why and names the policy. Each policy used is stated in the report
 (a ``policy`` line) and in the converted settings' ``notes``.
 
-============================  ===========================  ================================
-setting                       policy (API, CLI)            what it does
-============================  ===========================  ================================
-torch ``momentum=None``       ``momentum_none=M``,         a fixed torch momentum ``M``
-(cumulative average)          ``--momentum-none M``        instead: MindSpore ``1 - M``
-torch ``bias=False``          ``bias_false="zero-beta"``,  MindSpore's beta fixed at 0, and
-                              ``--bias-false zero-beta``   frozen (not trainable)
-MindSpore ``affine=False``    ``affine_false_values=       torch ``affine=True`` with the
-with gamma/beta other than    "keep"``,                    values as weight and bias, to be
-1/0                           ``--affine-false-values      frozen (MindSpore applies them)
-                              keep``
-MindSpore                     ``use_batch_statistics_      torch ``track_running_stats=True``
-``use_batch_statistics=       false="eval"``               kept in eval mode
-False``
-MindSpore initialisers other  ``initialisers="ignore"``    torch's own initial values (1, 0,
-than ones/zeros/zeros/ones                                 0, 1); fine when a checkpoint is
-                                                           loaded afterwards
-(the same)                    ``initialisers=              ``torch.nn.init`` calls with the
-                              "init-calls"``               same distributions or values
-============================  ===========================  ================================
+- torch ``momentum=None`` (a cumulative average): ``momentum_none=M``
+  (``--momentum-none M``) uses the fixed torch momentum ``M`` instead, MindSpore's
+  ``1 - M``;
+- torch ``bias=False``: ``bias_false="zero-beta"`` (``--bias-false zero-beta``) fixes
+  MindSpore's beta at 0, frozen (not trainable);
+- MindSpore ``affine=False`` with gamma/beta other than 1/0 (which MindSpore applies):
+  ``affine_false_values="keep"`` (``--affine-false-values keep``) gives torch
+  ``affine=True`` with those values as weight and bias, to be frozen;
+- MindSpore ``use_batch_statistics=False``: ``use_batch_statistics_false="eval"`` gives
+  torch ``track_running_stats=True``, kept in eval mode;
+- MindSpore initialisers other than ones/zeros/zeros/ones, going to torch:
+  ``initialisers="ignore"`` keeps torch's own initial values (1, 0, 0, 1: fine when a
+  checkpoint is loaded afterwards); ``initialisers="init-calls"`` adds the
+  ``torch.nn.init`` calls with the same distributions or values.
 
 The last two concern settings only (a checkpoint says nothing of them), so the
 ``bn3d convert`` command has no option for them.
@@ -78,8 +72,9 @@ class Policies:
 
     Examples
     --------
-    >>> Policies(momentum_none=0.1, bias_false="zero-beta").used()
-    {'momentum_none': 0.1, 'bias_false': 'zero-beta'}
+    >>> Policies(momentum_none=0.1, bias_false="zero-beta")  # doctest: +NORMALIZE_WHITESPACE
+    Policies(momentum_none=0.1, bias_false='zero-beta', affine_false_values=None,
+             use_batch_statistics_false=None, initialisers=None)
     >>> Policies(bias_false="zero")
     Traceback (most recent call last):
     ...
@@ -104,7 +99,3 @@ class Policies:
             if value is not None and value not in choices:
                 raise ConversionError(f"policy {name}={value!r}: the choices are "
                                       f"{', '.join(map(repr, choices))}")
-
-    def used(self) -> dict[str, object]:
-        """The policies chosen, by name."""
-        return {name: value for name, value in vars(self).items() if value is not None}
