@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 __all__ = ["ConversionError"]
 
@@ -44,7 +45,8 @@ class ConversionError(ValueError):
         where = ", ".join(part for part in (self.path, entry) if part)
         super().__init__(f"{where}: {problem}" if where else problem)
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[Callable[..., ConversionError], tuple[str, str | None,
+                                                                        str | None]]:
         return _rebuild, (self.problem, self.path, self.entry)
 
     def within(self, *, path: str | os.PathLike | None = None,

@@ -37,6 +37,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Union
 
 import numpy as np
 
@@ -259,9 +260,10 @@ def find_layers(tensors: Mapping[str, np.ndarray], framework: str,
     chosen = select(selection.layers, bn3d_candidates, what="BatchNorm groups",
                     option="layers (--layers)", path=path) if selection.layers else [
         prefix for prefix in bn3d_candidates if prefix not in flat]
-    for prefix in set(chosen) & set(flat):
+    both = [prefix for prefix in chosen if prefix in flat]
+    if both:
         raise ConversionError("is selected both as a BatchNorm3d (layers) and as a BatchNorm "
-                              "without bn2d (without_bn2d)", path=path, entry=f"layer {prefix!r}")
+                              "without bn2d (without_bn2d)", path=path, entry=f"layer {both[0]!r}")
     for prefix in bn3d_candidates:
         if prefix not in chosen and prefix not in flat:
             warnings.append((prefix, "a BatchNorm group that no layers pattern selects: passed "
@@ -273,7 +275,13 @@ def find_layers(tensors: Mapping[str, np.ndarray], framework: str,
     return Layout(layers, tuple(excluded), tuple(warnings))
 
 
-def _torch_groups(names: list[str], selection: Selection, path):  # type: ignore[no-untyped-def]
+_Path = Union[str, os.PathLike, None]
+# What a finder returns: the groups (prefix -> {role: name}), the candidates for BatchNorm3d
+# and for BatchNorm without bn2d, and warnings (subject, text).
+_Groups = tuple[dict[str, dict[str, str]], list[str], list[str], list[tuple[str, str]]]
+
+
+def _torch_groups(names: list[str], selection: Selection, path: _Path) -> _Groups:
     """The torch BatchNorm groups (prefix -> {role: name}), the candidates for BatchNorm3d and
     for BatchNorm without bn2d (every group is both), and warnings (none)."""
     present = set(names)
@@ -302,7 +310,7 @@ def _torch_groups(names: list[str], selection: Selection, path):  # type: ignore
     return groups, list(groups), list(groups), []
 
 
-def _mindspore_groups(names: list[str], selection: Selection, path):  # type: ignore[no-untyped-def]
+def _mindspore_groups(names: list[str], selection: Selection, path: _Path) -> _Groups:
     """The MindSpore BatchNorm layers (prefix -> {role: name}), the candidates for BatchNorm3d
     (with bn2d) and for BatchNorm without bn2d, and warnings for the latter not selected."""
     present = set(names)
@@ -337,7 +345,7 @@ def _mindspore_groups(names: list[str], selection: Selection, path):  # type: ig
 
 
 def _marks(selection: Selection, framework: str, selected: list[str],
-           path) -> dict[str, frozenset[str]]:  # type: ignore[no-untyped-def]
+           path: _Path) -> dict[str, frozenset[str]]:
     """prefix -> the marks that match it."""
     marks: dict[str, set[str]] = {}
     for mark in _MARKS:
@@ -360,7 +368,7 @@ def _marks(selection: Selection, framework: str, selected: list[str],
 
 
 def _layer(prefix: str, bn2d: bool, names: Mapping[str, str], tensors: Mapping[str, np.ndarray],
-           marks: frozenset[str], path) -> Layer:  # type: ignore[no-untyped-def]
+           marks: frozenset[str], path: _Path) -> Layer:
     """The layer, its tensors checked to be one BatchNorm's."""
     first = None
     for role, name in names.items():

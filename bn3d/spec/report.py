@@ -152,10 +152,10 @@ def conversion_rows(implementations: Sequence[str] = ("torch-facade", "mindspore
     """
     entries = load_spec() if entries is None else entries
     rows = []
-    table = sorted((entry for entry in entries
+    table = sorted(((entry, entry.row) for entry in entries
                     if entry.row is not None and entry.row.table == "parameters"),
-                   key=lambda entry: entry.row.cells["number"])  # type: ignore[union-attr]
-    for entry in table:
+                   key=lambda pair: pair[1].cells["number"])
+    for entry, row in table:
         results = {implementation: replay(entry, implementation)
                    for implementation in implementations}
         for index, check in enumerate(entry.checks):
@@ -166,7 +166,7 @@ def conversion_rows(implementations: Sequence[str] = ("torch-facade", "mindspore
                               if framework != expectation.source)
                 source, other = check.sides[expectation.source], check.sides[target]
                 rows.append(ConversionRow(
-                    entry.id, check.name, entry.row.cells,  # type: ignore[union-attr]
+                    entry.id, check.name, row.cells,
                     expectation.source, target, source.kwargs, other.kwargs,
                     source.load or {}, other.load or {}, dict(expectation.policies),
                     expectation.refused,
