@@ -41,12 +41,14 @@ def frequent_thread_switches():
 DIFFERENTIAL = {
     "torch": ("PyTorch 2.13", 'pip install "torch==2.13.0"',
               ["tests/test_torch_nn_differential.py", "tests/convert/test_torch_differential.py",
+               "tests/convert/test_convert_into_torch.py",
                "the torch comparisons of tests/test_functional.py, test_argument_parity.py, "
                "test_nonfinite.py and the spec replays"]),
     "mindspore": ("MindSpore 2.10", 'pip install "numpy<2" "mindspore==2.10.0" '
                   "(in an environment of its own)",
                   ["tests/test_mindspore_nn_differential.py",
-                   "tests/convert/test_mindspore_differential.py", "the spec replays"]),
+                   "tests/convert/test_mindspore_differential.py",
+                   "tests/convert/test_convert_into_mindspore.py", "the spec replays"]),
 }
 
 

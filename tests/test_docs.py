@@ -135,6 +135,21 @@ def test_every_table_row_shows_its_replay_status(html_site):
     assert len(statuses) >= 10 * 2 + 4 + 3
 
 
+def test_the_convert_page_shows_every_conversion_check_with_its_status(html_site):
+    from bn3d.spec import conversion_rows
+
+    page = (html_site / "convert.html").read_text(encoding="utf-8")
+    table = page[page.index("bn3d-conversions"):]
+    table = table[:table.index("</table>")]
+    rows = conversion_rows(implementations=())
+    assert table.count("<tr") == len(rows) + 1  # and the header
+    assert len(re.findall(r'bn3d-status-pass"', table)) == 2 * len(rows)
+    for row in rows:
+        assert f'href="spec.html#spec-{row.entry_id}"' in table, row.entry_id
+    index = (html_site / "index.html").read_text(encoding="utf-8")
+    assert 'href="convert.html"' in index
+
+
 def test_performance_page_shows_the_plot_machine_and_date(html_site):
     page = (html_site / "performance.html").read_text(encoding="utf-8")
     assert "Test CPU 9000" in page

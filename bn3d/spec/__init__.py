@@ -61,7 +61,7 @@ from .implementations import (
 from .loading import load_spec, spec_files
 from .model import Check, Entry, Side
 from .oracle import max_error
-from .report import TableRow, document_tables
+from .report import ConversionRow, TableRow, conversion_rows, document_tables
 from .results import FAIL, PASS, SKIPPED, CheckResult, EntryResult
 from .runner import replay, run_check, verify
 
@@ -75,6 +75,7 @@ __all__ = [
     "SKIPPED",
     "Check",
     "CheckResult",
+    "ConversionRow",
     "Entry",
     "EntryResult",
     "Expectation",
@@ -82,6 +83,7 @@ __all__ = [
     "Side",
     "SpecError",
     "TableRow",
+    "conversion_rows",
     "document_tables",
     "load_spec",
     "max_error",

@@ -35,6 +35,7 @@ from .trace import CheckTrace, Probe, SideTrace, Stats, moment_text
 __all__ = [
     "EXPECTATIONS",
     "Attribute",
+    "Converts",
     "Expectation",
     "Expected",
     "NormalisedWith",
@@ -821,3 +822,135 @@ class Trainable(_Listing):
     def parse(cls, fields: Fields) -> Expectation:
         return cls(side=fields.text("side", choices=("mindspore",)),
                    equals=fields.strings("equals"))
+
+
+def _read_state(implementation: Implementation) -> Any:
+    return implementation.state()
+
+
+@_kind
+@dataclass(frozen=True)
+class Converts(Expectation):
+    """``converts``: one side's layer converts to the other side's (:mod:`bn3d.convert`).
+
+    The ``from`` side's constructor arguments, converted to the other framework by
+    :func:`bn3d.convert.convert_settings` with the ``policies`` given, are the
+    other side's (every argument but the initialisers, whose values the state
+    carries); and the ``from`` side's state after setup (torch's ``state_dict()``,
+    MindSpore's ``parameters_dict()``), converted by :mod:`bn3d.convert.state`,
+    is the other side's state after setup, within ``tol`` (default: exactly).
+    Each policy given must be stated in a note of the conversion. With
+    ``refused``, the conversion must be refused instead, with a message starting
+    with it. Whether the two layers then compute the same is for the check's
+    ``outputs_match`` and ``running_stats_match`` to say.
+
+    Examples
+    --------
+    >>> parse_expectation({"converts": {"from": "torch", "policies": {"momentum_none": 0.1}}},
+    ...                   "expect[0]")
+    Converts(source='torch', policies=(('momentum_none', 0.1),), refused=None, tol=0.0)
+    """
+
+    source: str
+    policies: tuple[tuple[str, Any], ...] = ()
+    refused: str | None = None
+    tol: float = 0.0
+
+    kind: ClassVar[str] = "converts"
+
+    @classmethod
+    def parse(cls, fields: Fields) -> Expectation:
+        from ..convert import ConversionError, Policies  # bn3d.convert stands on the spec
+
+        policies: tuple[tuple[str, Any], ...] = ()
+        if fields.has("policies"):
+            given = fields.child("policies")
+            policies = tuple((name, given.raw(name)) for name in given.names())
+            try:
+                Policies(**dict(policies))
+            except (ConversionError, TypeError) as error:
+                raise FieldError(given.path, str(error)) from None
+            given.close()
+        return cls(source=fields.text("from", choices=FRAMEWORKS), policies=policies,
+                   refused=fields.text("refused", non_empty=True)
+                   if fields.has("refused") else None,
+                   tol=fields.number("tol", minimum=0) if fields.has("tol") else 0.0)
+
+    def problems(self, sides: Collection[str], step_count: int) -> Iterator[tuple[str, str]]:
+        yield from super().problems(sides, step_count)
+        if set(sides) != set(FRAMEWORKS):
+            yield "", "converts one framework's layer to the other's, so the check needs both " \
+                      "sides"
+
+    def probes(self, step_count: int) -> Iterator[Probe]:
+        for framework in FRAMEWORKS:
+            yield Probe(framework, "setup", "state", _read_state)
+
+    def failure(self, trace: CheckTrace) -> str | None:
+        from ..convert import ConversionError, Policies, convert_settings
+
+        target = next(framework for framework in FRAMEWORKS if framework != self.source)
+        source_side, target_side = trace.sides[self.source], trace.sides[target]
+        policies = Policies(**dict(self.policies))
+        try:
+            source_settings = _settings_of(self.source, source_side.arguments)
+            converted = convert_settings(source_settings, policies)
+        except ConversionError as error:
+            if self.refused is not None and str(error).startswith(self.refused):
+                return None
+            return f"converting the {self.source} side's settings raised: {error}"
+        if self.refused is not None:
+            return (f"the {self.source} side's settings were expected to be refused "
+                    f"({self.refused!r}...) but convert to {converted.code()}")
+        expected = _settings_of(target, target_side.arguments)
+        if _constructor(converted) != _constructor(expected):
+            return (f"the {self.source} side's settings convert to {converted.code()}, but the "
+                    f"{target} side's are {expected.code()}")
+        try:
+            state = source_side.probed("state", "setup")
+            target_state = target_side.probed("state", "setup")
+        except LookupError as error:
+            return str(error)
+        converted_state, notes = _converted_state(self.source, state, source_settings,
+                                                  converted, policies)
+        notes += converted.notes
+        for name, _ in self.policies:
+            if not any(f"policy {name}=" in note for note in notes):
+                return f"the policy {name} was given but no note of the conversion states it"
+        if list(converted_state) != list(target_state):
+            return (f"the {self.source} side's state converts to {list(converted_state)}, but "
+                    f"the {target} side's is {list(target_state)}")
+        for name, value in converted_state.items():
+            difference = max_error(value, target_state[name])
+            if difference > self.tol:
+                return (f"the {self.source} side's state converts to {name} = {_shown(value)}, "
+                        f"but the {target} side has {_shown(target_state[name])} (error "
+                        f"{difference:.3g}, tol {self.tol:g})")
+        return None
+
+
+def _settings_of(framework: str, arguments: dict[str, Any]) -> Any:
+    from ..convert import MindSporeSettings, TorchSettings
+
+    return (TorchSettings if framework == "torch" else MindSporeSettings)(**arguments)
+
+
+def _constructor(settings: Any) -> dict[str, Any]:
+    """The constructor's arguments but the initialisers (the state carries their values)."""
+    return {name: value for name, value in settings.arguments().items()
+            if not name.endswith("_init")}
+
+
+def _converted_state(source: str, state: dict[str, Any], source_settings: Any, converted: Any,
+                     policies: Any) -> tuple[dict[str, Any], list[str]]:
+    """A side's state converted to the other framework's names, and the notes' texts."""
+    from ..convert.layers import MINDSPORE_NAMES
+    from ..convert.state import mindspore_state_to_torch, torch_state_to_mindspore
+
+    if source == "torch":
+        parameters, notes = torch_state_to_mindspore(state, source_settings)
+        return ({f"bn2d.{MINDSPORE_NAMES[role]}": value for role, value in parameters.items()},
+                [note.text for note in notes])
+    by_role = {role: state[f"bn2d.{name}"] for role, name in MINDSPORE_NAMES.items()}
+    torch_state, _, notes = mindspore_state_to_torch(by_role, converted, policies)
+    return torch_state, [note.text for note in notes]

@@ -155,8 +155,13 @@ class Implementation(abc.ABC):
         return scale, shift
 
     @abc.abstractmethod
+    def state(self) -> dict[str, Any]:
+        """The module's saved state by name, in the framework's order, as :func:`plain` gives
+        it: torch's ``state_dict()``, MindSpore's ``parameters_dict()``."""
+
     def state_keys(self) -> list[str]:
         """The names of the module's saved state, in the framework's order."""
+        return list(self.state())
 
     def trainable(self) -> list[str]:
         """The names of the trainable parameters (only MindSpore's modules list them)."""
@@ -193,8 +198,8 @@ class TorchImplementation(Implementation):
             {name: self._tensor(value) for name, value in values.items()}, strict=False
         )
 
-    def state_keys(self) -> list[str]:
-        return list(self.module.state_dict())
+    def state(self) -> dict[str, Any]:
+        return {name: plain(value) for name, value in self.module.state_dict().items()}
 
 
 class RealTorch(TorchImplementation):
@@ -232,8 +237,8 @@ class MindSporeImplementation(Implementation):
         elif mode == "set_train(False)":
             self.module.set_train(False)
 
-    def state_keys(self) -> list[str]:
-        return list(self.module.parameters_dict())
+    def state(self) -> dict[str, Any]:
+        return {name: plain(value) for name, value in self.module.parameters_dict().items()}
 
     def trainable(self) -> list[str]:
         """The names of the trainable parameters, in MindSpore's order."""

@@ -64,7 +64,7 @@ def schema() -> dict[str, Any]:
     Examples
     --------
     >>> sorted(schema()["$defs"]["expectation"]["properties"])[:3]
-    ['attribute', 'normalised_with', 'output']
+    ['attribute', 'converts', 'normalised_with']
     """
     text = _spec_root().joinpath(SCHEMA_NAME).read_text(encoding="utf-8")
     return json.loads(text)  # type: ignore[no-any-return]

@@ -17,6 +17,11 @@ Directives
 ``.. bn3d-spec-entries::``
     Every entry in full (claim, note, checks and their status), one section per
     entry, each the target ``spec-<id>`` of the links above.
+``.. bn3d-spec-conversions::``
+    The conversion checks of the parameter table (``converts`` expectations, from
+    :func:`bn3d.spec.conversion_rows`): for each row, each setting converted one
+    way or the other, what it converts to (or why it is refused), the policy
+    given, and whether the check passes on bn3d's facades.
 
 Pages using these directives are rebuilt on every build, as the facades they
 replay may have changed without any document changing.
@@ -75,12 +80,14 @@ def entry_label(entry_id: str) -> str:
 
 
 class _Results:
-    """The spec's entries, their replay against the facades, and the document's tables."""
+    """The spec's entries, their replay against the facades, the document's tables and the
+    conversion checks."""
 
     def __init__(self) -> None:
         self.entries = spec.load_spec()
         self.verified = spec.verify(FACADES, self.entries)
         self.tables = spec.document_tables(FACADES, self.entries)
+        self.conversions = spec.conversion_rows(FACADES, self.entries)
         failures = [entry_id for entry_id, results in self.verified.items()
                     if any(result.status == spec.FAIL for result in results.values())]
         if failures:
@@ -345,6 +352,48 @@ class SpecEntriesDirective(SphinxDirective):
                           [46, 18, 18, 18], classes=["bn3d-checks"])
 
 
+def arguments_text(kwargs: dict[str, Any], load: dict[str, Any]) -> str:
+    """``name=value, ...`` of a side's arguments but num_features, and the state it loads."""
+    parts = [f"{name}={value['array'] if isinstance(value, dict) else value!r}"
+             for name, value in kwargs.items() if name != "num_features"]
+    parts += [f"{name} loaded: {value}" for name, value in load.items()]
+    return ", ".join(parts) or "(defaults)"
+
+
+class SpecConversionsDirective(SphinxDirective):
+    """The conversion checks of the parameter table, with their replay status."""
+
+    def run(self) -> list[nodes.Node]:
+        _note_generated(self.env)
+        rows = results().conversions
+        if not rows:
+            logger.warning("bn3d spec: no conversion check in the parameter table",
+                           location=(self.env.docname, self.lineno))
+        titles = {"torch": "PyTorch", "mindspore": "MindSpore"}
+        body = []
+        for row in rows:
+            label = f"{row.row['pytorch']} / {row.row['mindspore']}"
+            direction = f"{titles[row.source]} \u2192 {titles[row.target]}"
+            if row.refused:
+                outcome: list[nodes.Node] = [nodes.Text("refused: "),
+                                             nodes.emphasis(text=f"{row.refused}\u2026")]
+            else:
+                outcome = [nodes.literal(text=arguments_text(row.target_kwargs,
+                                                             row.target_load))]
+            policies = ", ".join(f"{name}={value!r}" for name, value in row.policies.items())
+            status = [paragraph(status_badge(row.status[facade], facade)) for facade in FACADES]
+            body.append([
+                [paragraph(entry_link(self.env, row.entry_id, label, literal=False))],
+                [nodes.Text(direction)],
+                [nodes.literal(text=arguments_text(row.source_kwargs, row.source_load))],
+                outcome,
+                [nodes.literal(text=policies)] if policies else [nodes.Text("-")],
+                status,
+            ])
+        return [make_table(["Row", "From", "Setting", "Converts to", "Policy", "Checked"],
+                           body, [14, 10, 22, 24, 14, 16], classes=["bn3d-conversions"])]
+
+
 # -- rebuild the generated pages every time -------------------------------------------
 
 
@@ -368,6 +417,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("bn3d-spec-table", SpecTableDirective)
     app.add_directive("bn3d-spec-claims", SpecClaimsDirective)
     app.add_directive("bn3d-spec-entries", SpecEntriesDirective)
+    app.add_directive("bn3d-spec-conversions", SpecConversionsDirective)
     app.connect("env-get-outdated", _outdated)
     app.connect("env-purge-doc", _purge)
     app.connect("env-merge-info", _merge)

@@ -1,14 +1,17 @@
-"""What the tests of bn3d.convert.formats share: the fixtures, their manifest, sample tensors."""
+"""What the tests of bn3d.convert share: the fixtures, their manifest, sample tensors, small
+BatchNorm checkpoints, hostile torch files."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 from bn3d.convert.formats import Checkpoint
+from bn3d.convert.formats._torch_zip import TorchArchiveWriter
 
 FIXTURES = Path(__file__).resolve().parent.parent / "data" / "convert"
 
@@ -66,3 +69,67 @@ def assert_same_tensors(actual: dict, expected: dict, ordered: bool = True) -> N
         assert actual[name].dtype == array.dtype, name
         assert actual[name].shape == array.shape, name
         assert actual[name].tobytes() == array.tobytes(), name
+
+
+def torch_bn(prefix: str, channels: int = 3, *, affine: bool = True, bias: bool = True,
+             track: bool = True, dtype=np.float32) -> dict[str, np.ndarray]:
+    """A torch BatchNorm's state_dict entries at ``prefix``."""
+    name = (lambda local: f"{prefix}.{local}") if prefix else (lambda local: local)
+    state = {}
+    if affine:
+        state[name("weight")] = np.full(channels, 1.5, dtype)
+        if bias:
+            state[name("bias")] = np.full(channels, 0.5, dtype)
+    if track:
+        state[name("running_mean")] = np.full(channels, 0.25, dtype)
+        state[name("running_var")] = np.full(channels, 2.0, dtype)
+        state[name("num_batches_tracked")] = np.array(4)
+    return state
+
+
+def mindspore_bn(prefix: str, channels: int = 3, *, bn2d: bool = True) -> dict[str, np.ndarray]:
+    """A MindSpore BatchNorm3d's parameters at ``prefix`` (without bn2d: a BatchNorm2d's)."""
+    level = f"{prefix}.bn2d" if bn2d else prefix
+    return {f"{level}.moving_mean": np.zeros(channels, np.float32),
+            f"{level}.moving_variance": np.ones(channels, np.float32),
+            f"{level}.gamma": np.ones(channels, np.float32),
+            f"{level}.beta": np.zeros(channels, np.float32)}
+
+
+#: A convolution's tensors, which are no BatchNorm's.
+CONV = {"stem.conv.weight": np.zeros((3, 1, 3, 3, 3), np.float32),
+        "stem.conv.bias": np.zeros(3, np.float32)}
+
+
+def torch_file(path, pickle_data: bytes, storages=(), byteorder=b"little"):
+    """A torch-style archive around any pickle."""
+    with open(path, "wb") as file:
+        archive = TorchArchiveWriter(file, "evil")
+        archive.write_record("data.pkl", pickle_data)
+        archive.write_record("byteorder", byteorder)
+        for key, data in storages:
+            archive.write_record(f"data/{key}", data)
+        archive.write_record("version", b"3\n")
+        archive.finish()
+    return path
+
+
+class Payload:
+    """Pickles into a call of ``function(*args)``: what a malicious checkpoint carries."""
+
+    def __init__(self, function, *args):
+        self.function, self.args = function, args
+
+    def __reduce__(self):
+        return self.function, self.args
+
+
+def payloads(marker):
+    command = f"touch {marker}"
+    return {
+        "os.system": Payload(os.system, command),
+        "builtins.exec": Payload(exec, f"open({str(marker)!r}, 'w').close()"),
+        "builtins.eval": Payload(eval, f"open({str(marker)!r}, 'w')"),
+        "numpy reconstruct": np.arange(3),  # numpy's _reconstruct and dtype globals
+        "subprocess.Popen": Payload(__import__("subprocess").Popen, ["touch", str(marker)]),
+    }

@@ -23,6 +23,7 @@ FORMATS = {
     "mindspore_net.ckpt": "mindspore", "mindspore_net_crc.ckpt": "mindspore",
     "mindspore_dtypes.ckpt": "mindspore", "mindspore_sliced.ckpt": "mindspore",
     "mindspore_net.safetensors": "mindspore-safetensors",
+    "torch_convnet.pth": "torch", "mindspore_convnet.ckpt": "mindspore",
 }
 
 

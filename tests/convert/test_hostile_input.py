@@ -11,24 +11,10 @@ from collections import OrderedDict
 
 import numpy as np
 import pytest
-from convert_helpers import FIXTURES
+from convert_helpers import FIXTURES, Payload, payloads, torch_file
 
 from bn3d.convert.formats import CheckpointError, mindspore_ckpt, read_checkpoint, write_checkpoint
 from bn3d.convert.formats._torch_pickle import PickleWriter
-from bn3d.convert.formats._torch_zip import TorchArchiveWriter
-
-
-def torch_file(path, pickle_data: bytes, storages=(), byteorder=b"little"):
-    """A torch-style archive around any pickle."""
-    with open(path, "wb") as file:
-        archive = TorchArchiveWriter(file, "evil")
-        archive.write_record("data.pkl", pickle_data)
-        archive.write_record("byteorder", byteorder)
-        for key, data in storages:
-            archive.write_record(f"data/{key}", data)
-        archive.write_record("version", b"3\n")
-        archive.finish()
-    return path
 
 
 def tensor_pickle(numel, size, stride, offset=0, storage=("torch", "FloatStorage")) -> bytes:
@@ -40,27 +26,6 @@ def tensor_pickle(numel, size, stride, offset=0, storage=("torch", "FloatStorage
         at = data.index(b"Q") + 1
         data = data[:at] + b"K" + bytes([offset]) + data[at + 2:]
     return data
-
-
-class Payload:
-    """Pickles into a call of ``function(*args)``: what a malicious checkpoint carries."""
-
-    def __init__(self, function, *args):
-        self.function, self.args = function, args
-
-    def __reduce__(self):
-        return self.function, self.args
-
-
-def payloads(marker):
-    command = f"touch {marker}"
-    return {
-        "os.system": Payload(os.system, command),
-        "builtins.exec": Payload(exec, f"open({str(marker)!r}, 'w').close()"),
-        "builtins.eval": Payload(eval, f"open({str(marker)!r}, 'w')"),
-        "numpy reconstruct": np.arange(3),  # numpy's _reconstruct and dtype globals
-        "subprocess.Popen": Payload(__import__("subprocess").Popen, ["touch", str(marker)]),
-    }
 
 
 @pytest.mark.parametrize("protocol", [0, 2, 4, 5])

@@ -171,7 +171,8 @@ def test_safetensors_files_of_torch_are_read_and_written_bitwise(tmp_path):
         tmp_path / "theirs.safetensors").read_bytes()
 
 
-@pytest.mark.parametrize("name", ["torch_net.pth", "torch_dtypes.pt", "torch_net.safetensors"])
+@pytest.mark.parametrize("name", ["torch_net.pth", "torch_dtypes.pt", "torch_net.safetensors",
+                                  "torch_convnet.pth"])
 def test_the_committed_torch_fixtures_hold_what_torch_reads(name):
     if name.endswith(".safetensors"):
         state = safetensors_torch.load_file(FIXTURES / name)

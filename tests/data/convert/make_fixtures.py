@@ -11,6 +11,14 @@ either environment read every file with bn3d and compare with that record.
 
 All values are binary fractions set here (no random numbers), so with the same
 framework versions the files come out byte for byte the same on every run.
+
+For the conversion's differential tests, each framework also writes a checkpoint of
+the same small network (Conv3d, BatchNorm3d, ReLU, Conv3d, BatchNorm3d with
+affine=False; the same values in both), ``torch_convnet.pth`` and
+``mindspore_convnet.ckpt``, and its output in inference mode for a fixed input
+(``convnet_input.npy``): ``torch_convnet_output.npy``, ``mindspore_convnet_output.npy``.
+Each test environment has one framework: it converts the other framework's checkpoint,
+loads it and compares its output with the other framework's recorded one.
 """
 
 from __future__ import annotations
@@ -25,12 +33,38 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MANIFEST = os.path.join(HERE, "fixtures.json")
+CONVNET_INPUT = "convnet_input.npy"
+CONVNET_OUTPUTS = {"torch": "torch_convnet_output.npy", "mindspore": "mindspore_convnet_output.npy"}
+# MindSpore's names of a BatchNorm's parameters, by torch's (a BatchNorm3d adds "bn2d.").
+_MINDSPORE_NAMES = {"running_mean": "moving_mean", "running_var": "moving_variance",
+                    "weight": "gamma", "bias": "beta"}
 
 
 def values(shape, start=0.0, step=0.375, dtype=np.float32):
     """Distinct binary fractions, exact in every float type, in C order."""
     size = int(np.prod(shape, dtype=np.int64))
     return (start + step * np.arange(size)).reshape(shape).astype(dtype)
+
+
+def convnet_input():
+    """The fixed input of the network, (N, C, D, H, W) = (2, 2, 3, 4, 5): binary fractions."""
+    index = np.arange(2 * 2 * 3 * 4 * 5)
+    return (((index * 37) % 29 - 14) / 8.0).reshape(2, 2, 3, 4, 5).astype(np.float32)
+
+
+def convnet_values(torch_name, shape):
+    """The values of the network's tensor ``torch_name`` (its torch name): binary fractions,
+    different for every tensor, variances positive."""
+    index = np.arange(int(np.prod(shape, dtype=np.int64))) + 3 * len(torch_name)
+    if torch_name.endswith("running_var"):
+        values = 0.5 + (index * 5 % 7) / 4.0
+    elif torch_name.endswith("running_mean"):
+        values = (index * 3 % 9 - 4) / 8.0
+    elif len(shape) == 1 and torch_name.endswith("weight"):
+        values = 0.75 + (index * 3 % 5) / 8.0
+    else:
+        values = (index * 7 % 13 - 6) / 16.0
+    return values.reshape(shape).astype(np.float32)
 
 
 def describe(array, dtype_name=None):
@@ -89,7 +123,65 @@ def torch_fixtures():
     save_file(tensors, os.path.join(HERE, "torch_net.safetensors"))
     os.chmod(os.path.join(HERE, "torch_net.safetensors"), 0o644)  # safetensors makes it 0600
     files["torch_net.safetensors"] = record(tensors)
+
+    convnet = torch_convnet()
+    with torch.no_grad():
+        for name, tensor in convnet.state_dict().items():
+            if tensor.is_floating_point():
+                tensor.copy_(torch.from_numpy(convnet_values(name, tuple(tensor.shape))))
+        convnet.bn1.num_batches_tracked.fill_(12)
+        convnet.bn2.num_batches_tracked.fill_(12)
+        output = convnet.eval()(torch.from_numpy(convnet_input())).numpy()
+    torch.save(convnet.state_dict(), os.path.join(HERE, "torch_convnet.pth"))
+    files["torch_convnet.pth"] = record(convnet.state_dict())
+    np.save(os.path.join(HERE, CONVNET_OUTPUTS["torch"]), output)
+    np.save(os.path.join(HERE, CONVNET_INPUT), convnet_input())
     return files
+
+
+def torch_convnet():
+    """The network in torch, freshly initialised."""
+    import torch
+
+    class ConvNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = torch.nn.Conv3d(2, 4, 3, padding=1)
+            self.bn1 = torch.nn.BatchNorm3d(4)
+            self.relu = torch.nn.ReLU()
+            self.conv2 = torch.nn.Conv3d(4, 3, 1)
+            self.bn2 = torch.nn.BatchNorm3d(3, affine=False)
+
+        def forward(self, x):
+            return self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+
+    return ConvNet()
+
+
+def mindspore_convnet():
+    """The network in MindSpore, freshly initialised."""
+    from mindspore import nn
+
+    class ConvNet(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv3d(2, 4, 3, pad_mode="pad", padding=1, has_bias=True)
+            self.bn1 = nn.BatchNorm3d(4)
+            self.relu = nn.ReLU()
+            self.conv2 = nn.Conv3d(4, 3, 1, has_bias=True)
+            self.bn2 = nn.BatchNorm3d(3, affine=False)
+
+        def construct(self, x):
+            return self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+
+    return ConvNet()
+
+
+def torch_name_of(mindspore_name):
+    """The torch name of one of the network's MindSpore parameters."""
+    prefix, _, local = mindspore_name.replace(".bn2d.", ".").rpartition(".")
+    torch_local = {value: key for key, value in _MINDSPORE_NAMES.items()}.get(local, local)
+    return f"{prefix}.{torch_local}"
 
 
 def mindspore_fixtures():
@@ -169,6 +261,23 @@ def mindspore_fixtures():
     ms.save_checkpoint(with_bf16, path, format="safetensors")
     os.chmod(path, 0o644)
     files["mindspore_net.safetensors"] = record(with_bf16)
+
+    convnet = mindspore_convnet()
+    for parameter in convnet.get_parameters():
+        name = torch_name_of(parameter.name)
+        if name in ("bn2.weight", "bn2.bias"):
+            continue  # affine=False: torch has neither; MindSpore keeps gamma=1, beta=0
+        parameter.set_data(Tensor(convnet_values(name, tuple(parameter.shape))))
+    output = convnet.set_train(False)(Tensor(convnet_input())).asnumpy()
+    path = os.path.join(HERE, "mindspore_convnet.ckpt")
+    if os.path.exists(path):
+        os.remove(path)
+    ms.save_checkpoint(convnet, path)
+    os.chmod(path, 0o644)
+    files["mindspore_convnet.ckpt"] = record([{"name": p.name, "data": p}
+                                              for p in convnet.get_parameters()])
+    np.save(os.path.join(HERE, CONVNET_OUTPUTS["mindspore"]), output)
+    np.save(os.path.join(HERE, CONVNET_INPUT), convnet_input())
     return files
 
 
