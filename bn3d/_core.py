@@ -41,7 +41,6 @@ __all__ = [
     "BatchStats",
     "FLOAT_DTYPES",
     "OverlapError",
-    "PopulationStats",
     "batch_norm",
     "batch_norm_backward",
     "batch_stats",
@@ -603,25 +602,15 @@ def finish_moments(partials: Array, pilot: Array, eps: float) -> BatchStats:
     return stats
 
 
-class PopulationStats(NamedTuple):
-    """Per-channel statistics of a whole data set, float64 arrays of shape (C,)."""
-
-    values: Array
-    """The number of values of each channel."""
-    mean: Array
-    var: Array
-    """The biased variance, ``sum((x - mean)**2) / count``."""
-    var_unbiased: Array
-    """``sum((x - mean)**2) / (count - 1)``: what running statistics hold."""
-
-
-def finish_population(partials: Array, pilot: Array) -> PopulationStats:
-    """The count, mean and variances of a data set from its merged moment partials."""
+def finish_population(partials: Array, pilot: Array) -> tuple[Array, Array, Array, Array]:
+    """The count, mean, biased and unbiased variance of each channel of a data set, from
+    its merged moment partials."""
     channels = partials.shape[0]
-    stats = PopulationStats(*(np.empty(channels) for _ in range(4)))
+    values, mean, var, var_unbiased = (np.empty(channels) for _ in range(4))
     _kernels.finish_population(np.ascontiguousarray(partials),
-                               _per_channel(pilot, channels, 0.0), *stats)
-    return stats
+                               _per_channel(pilot, channels, 0.0), values, mean, var,
+                               var_unbiased)
+    return values, mean, var, var_unbiased
 
 
 def finish_gradients(partials: Array, invstd: Array) -> tuple[Array, Array]:

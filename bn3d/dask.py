@@ -50,7 +50,6 @@ import dask.array as da
 import numpy as np
 
 from . import _core, _kernels
-from ._core import PopulationStats
 from ._threads import serial_in_this_thread
 
 __all__ = [
@@ -65,11 +64,17 @@ __all__ = [
 _PARTIAL = np.dtype((np.void, 8 * _kernels.partial_words()))
 
 
-class BatchNormStats(NamedTuple):
-    """The statistics a training :func:`batch_norm` normalised with (float64, (C,))."""
+class PopulationStats(NamedTuple):
+    """Per-channel statistics of a whole data set, float64 arrays of shape (C,)."""
 
+    values: np.ndarray
+    """The number of values of each channel."""
     mean: np.ndarray
-    invstd: np.ndarray
+    """The mean of each channel."""
+    var: np.ndarray
+    """The biased variance, ``sum((x - mean)**2) / values``."""
+    var_unbiased: np.ndarray
+    """``sum((x - mean)**2) / (values - 1)``: what running statistics hold."""
 
 
 # -- checks ---------------------------------------------------------------------------------
@@ -293,7 +298,7 @@ def _statistics(x: da.Array, split_every: int | None, bitwise: bool
 
 
 def _finish_population(merged: np.ndarray, pilot: np.ndarray) -> PopulationStats:
-    return _core.finish_population(_as_words(merged), pilot)
+    return PopulationStats(*_core.finish_population(_as_words(merged), pilot))
 
 
 # -- public functions -----------------------------------------------------------------------
@@ -328,8 +333,7 @@ def population_stats(x: da.Array, *, split_every: int | None = None, bitwise: bo
 
     Examples
     --------
-    >>> import dask
-import dask.array as da
+    >>> import dask.array as da
     >>> import numpy as np
     >>> from bn3d.dask import population_stats
     >>> x = da.from_array(np.arange(24.0).reshape(4, 2, 3), chunks=(1, 2, 3))
@@ -359,8 +363,7 @@ def load_population_stats(module: Any, stats: PopulationStats) -> None:
 
     Examples
     --------
-    >>> import dask
-import dask.array as da
+    >>> import dask.array as da
     >>> import numpy as np
     >>> from bn3d.dask import load_population_stats, population_stats
     >>> from bn3d.torch_nn import BatchNorm3d
@@ -454,8 +457,7 @@ def batch_norm(
 
     Examples
     --------
-    >>> import dask
-import dask.array as da
+    >>> import dask.array as da
     >>> import numpy as np
     >>> import bn3d
     >>> from bn3d.dask import batch_norm
@@ -523,7 +525,7 @@ def batch_norm_backward(
     Parameters
     ----------
     grad_output, x : dask.array.Array
-        Of one shape (N, C, *) and dtype.
+        Of one shape, ``(N, C, *)``, and one dtype.
     running_mean, running_var : numpy.ndarray or None
         The statistics that normalised when not ``training``.
     weight : array_like of C values, optional
@@ -549,8 +551,7 @@ def batch_norm_backward(
 
     Examples
     --------
-    >>> import dask
-import dask.array as da
+    >>> import dask.array as da
     >>> import numpy as np
     >>> import bn3d
     >>> from bn3d.dask import batch_norm_backward
