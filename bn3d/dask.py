@@ -45,9 +45,14 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import dask
-import dask.array as da
 import numpy as np
+
+try:
+    import dask
+    import dask.array as da
+except ImportError as error:  # an optional extra
+    raise ImportError('bn3d.dask needs Dask: pip install "bn3d[dask]" '
+                      '(dask[array,distributed] and zarr)') from error
 
 from . import _core, _kernels
 from ._threads import serial_in_this_thread

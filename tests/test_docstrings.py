@@ -16,8 +16,25 @@ MODULES = sorted(
 )
 
 
+# Modules of an optional extra, and the package they need.
+NEEDS = {"bn3d.dask": "dask.array"}
+
+
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples_run(name):
+    if name in NEEDS:
+        pytest.importorskip(NEEDS[name])
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0
+
+
+def test_bn3d_dask_without_dask_names_the_extra_to_install():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['dask'] = None\n"
+            "try:\n    import bn3d.dask\nexcept ImportError as error:\n    print(error)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert 'pip install "bn3d[dask]"' in result.stdout
