@@ -552,7 +552,7 @@ def pilots(first: Array) -> Array:
     pilot = np.zeros(first.shape[1])
     if first.size:
         compute = compute_dtype(first.dtype)
-        _kernels.pilots(_kernel_view(first, compute, False), False, pilot)
+        _kernels.pilots(_kernel_view(first, compute, False), False, pilot, 1)
     return pilot
 
 

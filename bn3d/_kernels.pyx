@@ -343,7 +343,8 @@ def eval_backward(const floating[:, :, :] grad_output, const floating[:, :, :] x
 # channel its count and two exact sums, packed (``pack_sums``). Merging two is exact.
 
 
-def pilots(const floating[:, :, :] x, bint channels_last, double[::1] pilot_out):
+def pilots(const floating[:, :, :] x, bint channels_last, double[::1] pilot_out,
+           int threads):
     """The pilot of each channel: the mean of its first block, which must be the first
     block of ``x`` (rows ``0 .. G - 1`` of the batch, ``l`` from 0)."""
     cdef Geometry geometry = make_geometry(x, channels_last, 0)
@@ -352,7 +353,7 @@ def pilots(const floating[:, :, :] x, bint channels_last, double[::1] pilot_out)
         return
     with nogil:
         status = first_block_pilots(&geometry, &x[0, 0, 0], strides_of(x, channels_last),
-                                    &pilot_out[0])
+                                    &pilot_out[0], threads)
     if status != 0:
         raise MemoryError()
 
@@ -799,27 +800,39 @@ cdef inline void tile_sums(const Geometry *geometry, const floating *x, const St
 
 
 cdef int first_block_pilots(const Geometry *geometry, const floating *x, Strides s,
-                            double *pilot) noexcept nogil:
+                            double *pilot, int threads) noexcept nogil:
     """The pilot of every channel: the mean of its block 0 (channels last, a group of
-    channels at a time). Returns -1 when out of memory."""
-    cdef Py_ssize_t c, group, k, first
-    cdef double mean[GROUP]
-    cdef double m2[GROUP]
+    channels at a time, the groups shared by the team). Returns -1 when out of memory."""
+    cdef Py_ssize_t c, group
+    cdef int team = 1 if serial(threads) else threads
     cdef floating *scratch
     if not geometry.channels_last:
         for c in range(geometry.channels):
             pilot[c] = bn3d_pilot(block_moments(geometry, x, &s, c, 0).mean)
         return 0
-    scratch = <floating *>malloc(GROUP * BLOCK * sizeof(floating))
+    scratch = <floating *>malloc(team * GROUP * BLOCK * sizeof(floating))
     if scratch == NULL:
         return -1
-    for group in range(groups_of(geometry)):
-        tile_moments(geometry, x, &s, group, 0, scratch, mean, m2)
-        first = group * GROUP
-        for k in range(min(<Py_ssize_t>GROUP, geometry.channels - first)):
-            pilot[first + k] = bn3d_pilot(mean[k])
+    if serial(threads):
+        for group in range(groups_of(geometry)):
+            group_pilots(geometry, x, &s, group, scratch, pilot)
+    else:
+        for group in prange(groups_of(geometry), schedule="static", num_threads=threads):
+            group_pilots(geometry, x, &s, group, scratch + threadid() * GROUP * BLOCK, pilot)
     free(scratch)
     return 0
+
+
+cdef inline void group_pilots(const Geometry *geometry, const floating *x, const Strides *s,
+                              Py_ssize_t group, floating *scratch,
+                              double *pilot) noexcept nogil:
+    """Channels last: the pilots of the channels of ``group``."""
+    cdef double mean[GROUP]
+    cdef double m2[GROUP]
+    cdef Py_ssize_t k, first = group * GROUP
+    tile_moments(geometry, x, s, group, 0, scratch, mean, m2)
+    for k in range(min(<Py_ssize_t>GROUP, geometry.channels - first)):
+        pilot[first + k] = bn3d_pilot(mean[k])
 
 
 # ==========================================================================================
@@ -866,7 +879,7 @@ cdef int normalise_train(const Geometry *geometry, const floating *x, Strides xs
         status = normalise_train_shared(geometry, x, &xs, y, &ys, weight, bias, out, pilot,
                                         sums, threads)
     else:
-        status = first_block_pilots(geometry, x, xs, pilot)
+        status = first_block_pilots(geometry, x, xs, pilot, threads)
         if status == 0:
             status = reduce_moments(geometry, x, xs, pilot, sums, threads)
         if status == 0:

@@ -134,8 +134,13 @@ def test_a_batch_split_into_chunks_of_whole_blocks_gives_the_same_statistics(sha
     n, c, length = x.shape[0], x.shape[1], math.prod(x.shape[2:])
     rows = _kernels.block_rows(length)
     pilot = np.empty(c)
-    _kernels.pilots(np.ascontiguousarray(x[:rows]).reshape(min(rows, n), c, length), False,
-                    pilot)
+    first = np.ascontiguousarray(x[:rows]).reshape(min(rows, n), c, length)
+    _kernels.pilots(first, False, pilot, 1)
+    for threads in (1, 2):  # the channels-last pilots, shared by a team or not: same bits
+        channels_last_pilot = np.empty(c)
+        _kernels.pilots(np.ascontiguousarray(first.transpose(0, 2, 1)), True,
+                        channels_last_pilot, threads)
+        np.testing.assert_array_equal(channels_last_pilot, pilot)
     boundaries = list(range(rows, n, rows))
     for splits in ([], boundaries, boundaries[::2], boundaries[:1]):
         for order in (lambda p: p, lambda p: p[::-1]):

@@ -222,16 +222,14 @@ static void bn3d_gradient_sums_channels_last_double(const double *g, ptrdiff_t g
     }
 }
 
-static void bn3d_gradient_sums_channels_last_float(const float *g, ptrdiff_t g_stride,
-                                                   const float *x, ptrdiff_t x_stride,
-                                                   ptrdiff_t size, ptrdiff_t channels,
-                                                   const double *mean, double *sum_out,
-                                                   double *dot_out) {
+BN3D_INLINE void bn3d_gradient_sums_channels_last_float_body(
+        const float *g, ptrdiff_t g_stride, const float *x, ptrdiff_t x_stride, ptrdiff_t size,
+        ptrdiff_t channels, const double *mean, double *sum_out, double *dot_out) {
     enum { G = BN3D_GROUP_CHANNELS_GRADIENT };
     float mean_hi[G], run_sum[16][G], run_dot[16][G], gi, flushed;
     double mean_lo[G], low_sum[4][G], high_sum[4][G], low_dot[4][G], high_dot[4][G];
     double sum[G], dot[G], lane[4];
-    ptrdiff_t i, c, in_run = 0, full = size - size % 16;
+    ptrdiff_t i, c, base, in_run = 0, full = size - size % 16;
     int j;
     memset(run_sum, 0, sizeof run_sum);
     memset(run_dot, 0, sizeof run_dot);
@@ -244,19 +242,20 @@ static void bn3d_gradient_sums_channels_last_float(const float *g, ptrdiff_t g_s
         mean_lo[c] = isfinite(mean_hi[c]) ? mean[c] - (double)mean_hi[c] : 0.0;
         sum[c] = dot[c] = 0;
     }
-    for (i = 0; i < full; i++) {
-        for (c = 0; c < channels; c++) {
-            gi = g[i * g_stride + c];
-            run_sum[i % 16][c] += gi;
-            run_dot[i % 16][c] += gi * (x[i * x_stride + c] - mean_hi[c]);
-        }
-        if (i % 16 == 15) {
-            in_run += 16;
-            if (in_run == BN3D_FLOAT_RUN) {
-                bn3d_flush_runs_channels_last(run_sum, run_dot, low_sum, high_sum, low_dot,
-                                              high_dot, channels);
-                in_run = 0;
+    for (base = 0; base < full; base += 16) {
+        for (j = 0; j < 16; j++) {
+            i = base + j;
+            for (c = 0; c < channels; c++) {
+                gi = g[i * g_stride + c];
+                run_sum[j][c] += gi;
+                run_dot[j][c] += gi * (x[i * x_stride + c] - mean_hi[c]);
             }
+        }
+        in_run += 16;
+        if (in_run == BN3D_FLOAT_RUN) {
+            bn3d_flush_runs_channels_last(run_sum, run_dot, low_sum, high_sum, low_dot,
+                                          high_dot, channels);
+            in_run = 0;
         }
     }
     if (in_run > 0)
@@ -277,6 +276,22 @@ static void bn3d_gradient_sums_channels_last_float(const float *g, ptrdiff_t g_s
         sum_out[c] = sum[c];
         dot_out[c] = dot[c] - mean_lo[c] * sum[c];
     }
+}
+
+/* Full groups take the body with the width a compile-time constant (vector additions
+   across the channels); the sums are the same. */
+static void bn3d_gradient_sums_channels_last_float(const float *g, ptrdiff_t g_stride,
+                                                   const float *x, ptrdiff_t x_stride,
+                                                   ptrdiff_t size, ptrdiff_t channels,
+                                                   const double *mean, double *sum_out,
+                                                   double *dot_out) {
+    if (channels == BN3D_GROUP_CHANNELS_GRADIENT)
+        bn3d_gradient_sums_channels_last_float_body(g, g_stride, x, x_stride, size,
+                                                    BN3D_GROUP_CHANNELS_GRADIENT, mean,
+                                                    sum_out, dot_out);
+    else
+        bn3d_gradient_sums_channels_last_float_body(g, g_stride, x, x_stride, size, channels,
+                                                    mean, sum_out, dot_out);
 }
 
 #endif /* BN3D_GRADIENT_SUMS_H */

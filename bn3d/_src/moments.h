@@ -132,18 +132,18 @@ BN3D_INLINE void bn3d_block_moments_channels_last(const void *x, ptrdiff_t posit
     double tail[BN3D_GROUP_CHANNELS], mean[BN3D_GROUP_CHANNELS];
     double centred[BN3D_GROUP_CHANNELS], squares[BN3D_GROUP_CHANNELS];
     double lanes[BN3D_MOMENT_LANES];
-    ptrdiff_t r, i, c, at, full = size - size % BN3D_MOMENT_LANES;
+    ptrdiff_t r, i, c, at, base, full = size - size % BN3D_MOMENT_LANES;
     int l;
     double n = (double)rows * (double)size, e, m2;
     memset(s, 0, sizeof s);
     memset(q, 0, sizeof q);
     for (c = 0; c < channels; c++) tail[c] = centred[c] = squares[c] = 0;
     for (r = 0; r < rows; r++) {
-        for (i = 0; i < full; i++) {
-            at = r * row_stride + i * position_stride;
-            for (c = 0; c < channels; c++)
-                s[i % BN3D_MOMENT_LANES][c] += bn3d_element(x, at + c, is_float);
-        }
+        for (base = 0; base < full; base += BN3D_MOMENT_LANES)
+            for (l = 0; l < BN3D_MOMENT_LANES; l++) {
+                at = r * row_stride + (base + l) * position_stride;
+                for (c = 0; c < channels; c++) s[l][c] += bn3d_element(x, at + c, is_float);
+            }
         for (i = full; i < size; i++) {
             at = r * row_stride + i * position_stride;
             for (c = 0; c < channels; c++) tail[c] += bn3d_element(x, at + c, is_float);
@@ -155,14 +155,15 @@ BN3D_INLINE void bn3d_block_moments_channels_last(const void *x, ptrdiff_t posit
     }
     memset(s, 0, sizeof s);
     for (r = 0; r < rows; r++) {
-        for (i = 0; i < full; i++) {
-            at = r * row_stride + i * position_stride;
-            for (c = 0; c < channels; c++) {
-                e = bn3d_element(x, at + c, is_float) - mean[c];
-                s[i % BN3D_MOMENT_LANES][c] += e;
-                q[i % BN3D_MOMENT_LANES][c] += e * e;
+        for (base = 0; base < full; base += BN3D_MOMENT_LANES)
+            for (l = 0; l < BN3D_MOMENT_LANES; l++) {
+                at = r * row_stride + (base + l) * position_stride;
+                for (c = 0; c < channels; c++) {
+                    double d = bn3d_element(x, at + c, is_float) - mean[c];
+                    s[l][c] += d;
+                    q[l][c] += d * d;
+                }
             }
-        }
         for (i = full; i < size; i++) {
             at = r * row_stride + i * position_stride;
             for (c = 0; c < channels; c++) {
@@ -183,20 +184,31 @@ BN3D_INLINE void bn3d_block_moments_channels_last(const void *x, ptrdiff_t posit
     }
 }
 
+/* Full groups (the only width the float and double kernels are called with; narrower
+   groups are gathered) take the body with the width a compile-time constant, so that
+   each accumulator row is one run of vector additions; the sums are the same. */
 static void bn3d_moments_channels_last_float(const float *x, ptrdiff_t position_stride,
                                              ptrdiff_t row_stride, ptrdiff_t rows,
                                              ptrdiff_t size, ptrdiff_t channels, double *mean,
                                              double *m2) {
-    bn3d_block_moments_channels_last(x, position_stride, row_stride, rows, size, channels, 1,
-                                     mean, m2);
+    if (channels == BN3D_GROUP_CHANNELS)
+        bn3d_block_moments_channels_last(x, position_stride, row_stride, rows, size,
+                                         BN3D_GROUP_CHANNELS, 1, mean, m2);
+    else
+        bn3d_block_moments_channels_last(x, position_stride, row_stride, rows, size,
+                                         channels, 1, mean, m2);
 }
 
 static void bn3d_moments_channels_last_double(const double *x, ptrdiff_t position_stride,
                                               ptrdiff_t row_stride, ptrdiff_t rows,
                                               ptrdiff_t size, ptrdiff_t channels,
                                               double *mean, double *m2) {
-    bn3d_block_moments_channels_last(x, position_stride, row_stride, rows, size, channels, 0,
-                                     mean, m2);
+    if (channels == BN3D_GROUP_CHANNELS)
+        bn3d_block_moments_channels_last(x, position_stride, row_stride, rows, size,
+                                         BN3D_GROUP_CHANNELS, 0, mean, m2);
+    else
+        bn3d_block_moments_channels_last(x, position_stride, row_stride, rows, size,
+                                         channels, 0, mean, m2);
 }
 
 #endif /* BN3D_MOMENTS_H */
