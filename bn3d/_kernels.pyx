@@ -249,24 +249,10 @@ def eval_forward(const floating[:, :, :] x, floating[:, :, :] y, bint channels_l
                  double[::1] invstd, int threads):
     """Normalise ``x`` into ``y`` with given statistics ``mean`` and ``var``; store
     ``1 / sqrt(var + eps)`` of each channel in ``invstd``."""
-    cdef Geometry geometry = make_geometry(x, channels_last, 2 * <Py_ssize_t>sizeof(floating))
-    cdef Py_ssize_t c, channels = geometry.channels
-    cdef double *scale
-    cdef int status = 0
-    if channels == 0:
-        return
-    scale = <double *>malloc(channels * sizeof(double))
-    if scale == NULL:
-        raise MemoryError()
-    for c in range(channels):
+    cdef Py_ssize_t c
+    for c in range(invstd.shape[0]):
         invstd[c] = 1.0 / sqrt(var[c] + eps)
-        scale[c] = weight[c] * invstd[c]
-    with nogil:
-        status = normalise(&geometry, &x[0, 0, 0], strides_of(x, channels_last), &y[0, 0, 0],
-                           strides_of(y, channels_last), &mean[0], scale, &bias[0], threads)
-    free(scale)
-    if status != 0:
-        raise MemoryError()
+    normalise_with_stats(x, y, channels_last, mean, invstd, weight, bias, threads)
 
 
 def normalise_with_stats(const floating[:, :, :] x, floating[:, :, :] y, bint channels_last,
