@@ -29,12 +29,13 @@ def test_docstring_examples_run(name):
     assert result.failed == 0
 
 
-def test_bn3d_dask_without_dask_names_the_extra_to_install():
+def test_bn3d_dask_without_dask_names_the_extra_to_install(tmp_path):
     import subprocess
     import sys
 
+    # In an empty directory: the installed bn3d, not the source tree.
     code = ("import sys; sys.modules['dask'] = None\n"
             "try:\n    import bn3d.dask\nexcept ImportError as error:\n    print(error)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True)
+                            check=True, cwd=tmp_path)
     assert 'pip install "bn3d[dask]"' in result.stdout
