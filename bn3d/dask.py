@@ -115,8 +115,7 @@ def _checked_block(block: np.ndarray, dtype: np.dtype, block_info: dict | None) 
     if block.dtype != dtype or block.shape != expected:
         raise ValueError(
             f"chunk {info['chunk-location']} has dtype {block.dtype} and shape "
-            f"{block.shape}; the array declares {dtype} and {expected}: nothing was "
-            "written")
+            f"{block.shape}; the array declares {dtype} and {expected}")
     return block
 
 
