@@ -520,9 +520,9 @@ def batch_norm_backward(
     destination = _Destination(result, compute, channels_last,
                                (x_kernel, g_kernel, weight64, mean64, invstd64))
     grad_weight, grad_bias = np.empty(channels), np.empty(channels)
-    kernel = _kernels.train_backward if use_batch_stats else _kernels.eval_backward
-    kernel(g_kernel, x_kernel, destination.target, channels_last, mean64, invstd64, weight64,
-           grad_weight, grad_bias, threads_for(x.size))
+    _kernels.backward_pass(g_kernel, x_kernel, destination.target, channels_last, mean64,
+                           invstd64, weight64, grad_weight, grad_bias, use_batch_stats,
+                           threads_for(x.size))
     return destination.finish(), grad_weight, grad_bias
 
 

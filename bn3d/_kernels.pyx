@@ -11,7 +11,7 @@ kernels trust them.
 Where to find what
 ------------------
 - Entry points (Python): ``batch_stats`` (statistics), ``train_forward`` and
-  ``eval_forward`` (forward), ``train_backward`` and ``eval_backward`` (backward),
+  ``eval_forward`` (forward), ``backward_pass`` (backward),
   ``update_running_stats``, ``inverse_std``; the partial sums of a chunk of a batch
   and their merge (``moment_partials``, ``gradient_partials``, ``merge_partials``,
   ``finish_moments``, ``finish_gradients``: what bn3d.dask distributes); build and
@@ -283,34 +283,17 @@ def normalise_with_stats(const floating[:, :, :] x, floating[:, :, :] y, bint ch
 # -- backward ------------------------------------------------------------------------------
 
 
-def train_backward(const floating[:, :, :] grad_output, const floating[:, :, :] x,
-                   floating[:, :, :] grad_input, bint channels_last,
-                   const double[::1] mean, const double[::1] invstd, const double[::1] weight,
-                   double[::1] grad_weight, double[::1] grad_bias, int threads):
-    """Gradients of a batch-statistics forward (mean and invstd from the batch):
-    ``grad_input = w * invstd / n * (n * g - sum(g) - xhat * sum(g * xhat))``,
-    ``grad_weight = sum(g * xhat)``, ``grad_bias = sum(g)``. All three arrays share
-    one layout."""
-    cdef Geometry geometry = make_geometry(x, channels_last, 3 * <Py_ssize_t>sizeof(floating))
-    cdef Gradients out = gradient_outputs(mean, invstd, weight, grad_weight, grad_bias)
-    cdef int status
-    if geometry.channels == 0:
-        return
-    with nogil:
-        status = backward(&geometry, &grad_output[0, 0, 0], strides_of(grad_output, channels_last),
-                          &x[0, 0, 0], strides_of(x, channels_last), &grad_input[0, 0, 0],
-                          strides_of(grad_input, channels_last), &out, True, threads)
-    if status != 0:
-        raise MemoryError()
-
-
-def eval_backward(const floating[:, :, :] grad_output, const floating[:, :, :] x,
+def backward_pass(const floating[:, :, :] grad_output, const floating[:, :, :] x,
                   floating[:, :, :] grad_input, bint channels_last,
                   const double[::1] mean, const double[::1] invstd, const double[::1] weight,
-                  double[::1] grad_weight, double[::1] grad_bias, int threads):
-    """Gradients of a forward with fixed statistics ``mean`` and ``invstd``:
-    ``grad_input = g * w * invstd``, ``grad_weight = sum(g * xhat)``,
-    ``grad_bias = sum(g)``."""
+                  double[::1] grad_weight, double[::1] grad_bias, bint batch_stats,
+                  int threads):
+    """Gradients of a forward that normalised with ``mean`` and ``invstd``:
+    ``grad_weight = sum(g * xhat)``, ``grad_bias = sum(g)``, and, when those came from
+    the batch (``batch_stats``),
+    ``grad_input = w * invstd / n * (n * g - sum(g) - xhat * sum(g * xhat))``, else
+    (fixed statistics) ``grad_input = g * w * invstd``. All three arrays share one
+    layout."""
     cdef Geometry geometry = make_geometry(x, channels_last, 3 * <Py_ssize_t>sizeof(floating))
     cdef Gradients out = gradient_outputs(mean, invstd, weight, grad_weight, grad_bias)
     cdef int status
@@ -319,7 +302,7 @@ def eval_backward(const floating[:, :, :] grad_output, const floating[:, :, :] x
     with nogil:
         status = backward(&geometry, &grad_output[0, 0, 0], strides_of(grad_output, channels_last),
                           &x[0, 0, 0], strides_of(x, channels_last), &grad_input[0, 0, 0],
-                          strides_of(grad_input, channels_last), &out, False, threads)
+                          strides_of(grad_input, channels_last), &out, batch_stats, threads)
     if status != 0:
         raise MemoryError()
 
